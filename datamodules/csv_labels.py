@@ -1,0 +1,64 @@
+"""Reading label CSVs with errors that name the file, the row and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def read_label_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a label CSV as strings and check that ``required`` columns exist.
+
+    The returned frame has a ``_line`` column with the 1-based line number of each row in
+    the file (the header is line 1), so later errors can point at the row.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"label file {path} is empty; expected a header row with {list(required)}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"label file {path} is not UTF-8 ({error.reason} at byte {error.start}); "
+            "re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"label file {path} has no header row; expected columns {list(required)}") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"label file {path} lacks required column(s) {missing}; found columns "
+            f"{list(frame.columns)}"
+        )
+    if frame.empty:
+        raise ValueError(f"label file {path} has a header but no rows")
+    frame["_line"] = range(2, len(frame) + 2)
+    return frame
+
+
+def check_labels(frame: pd.DataFrame, column: str, allowed: list[str] | tuple[str, ...], path: Path) -> None:
+    """Raise if ``column`` holds a value outside ``allowed``, naming the first bad row."""
+    bad = ~frame[column].isin(allowed)
+    if bad.any():
+        row = frame.loc[bad].iloc[0]
+        raise ValueError(
+            f"{path}, line {row['_line']}: unknown {column} value {row[column]!r} "
+            f"({int(bad.sum())} rows affected); allowed values: {list(allowed)}. "
+            "Fix the label file or choose a group scheme that knows this label."
+        )
+
+
+def check_duplicates(frame: pd.DataFrame, column: str, path: Path) -> None:
+    """Raise if a value of ``column`` (e.g. the file name) appears in more than one row."""
+    duplicated = frame[column].duplicated(keep=False)
+    if duplicated.any():
+        value = frame.loc[duplicated, column].iloc[0]
+        lines = frame.loc[frame[column] == value, "_line"].tolist()
+        raise ValueError(
+            f"{path}: {column} {value!r} is listed on lines {lines} "
+            f"({int(duplicated.sum())} rows share a {column} with another row); "
+            "remove the duplicate rows"
+        )
