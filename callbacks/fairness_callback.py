@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,10 @@ from fairness.summaries import (
 )
 
 log = logging.getLogger(__name__)
+
+# Every rank logs the same broadcast values, so Lightning's advice to reduce them with
+# sync_dist=True does not apply, and a reduction could change them by a rounding error.
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level.*")
 
 PER_IMAGE_COLUMNS = ["epoch", "sample_id", "group", "psnr", "ms_ssim", "bpp", "bpp_est", "lpips", "feat_dist"]
 

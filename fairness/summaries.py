@@ -119,7 +119,16 @@ def _test_gap(values, groups, group_names, *, n_resamples: int, seed: int) -> di
     from fairness.multiple import minimum_detectable_effect
 
     values = np.asarray(values, dtype=np.float64)
-    result = permutation_gap_test(values, groups, group_names=list(group_names),
+    groups = np.asarray(groups)
+    # scipy's permutation_test needs two images per sample, so a group with a single
+    # image is left out of the test (it still has its value and n in group_metrics).
+    names, counts = np.unique(groups, return_counts=True)
+    keep = np.isin(groups, names[counts >= 2])
+    tested_names = [g for g in group_names if g in set(names[counts >= 2])]
+    if len(tested_names) < 2:
+        return {"p_value": float("nan"), "mde": float("nan")}
+    values, groups = values[keep], groups[keep]
+    result = permutation_gap_test(values, groups, group_names=tested_names,
                                   n_resamples=n_resamples, seed=seed)
     counts = [int(c) for c in result.n.to_numpy() if c > 0]
     sd = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
