@@ -1,0 +1,1 @@
+"""Pure group-fairness metrics and statistics (numpy, scipy, pandas, statsmodels; no Lightning)."""
