@@ -1,1 +1,1 @@
-"""Pure group-fairness metrics and statistics (numpy, scipy, pandas, statsmodels; no Lightning)."""
+"""Group-fairness metrics and statistics for image codecs, free of Lightning imports."""
