@@ -60,6 +60,7 @@ class FaceDataModule(L.LightningDataModule):
                 image_size=self.prepared.image_size,
                 face_crop=self.prepared.face_crop,
                 cache=cache,
+                image_cache=self.prepared.image_cache,
             )
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:

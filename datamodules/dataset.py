@@ -17,7 +17,9 @@ class FaceDataset(Dataset):
     ``image`` is float32 ``[3, H, W]`` RGB in [0, 1]; ``group`` indexes
     ``table.group_names``; each attribute is an int64 class index, -1 where unknown.
     Decoded, cropped and resized images are kept in memory as uint8 after first use, so
-    later epochs do not decode again (``cache=False`` turns that off).
+    later epochs do not decode again (``cache=False`` turns that off). ``image_cache``
+    (e.g. :class:`datamodules.image_cache.DiskImageCache`) is consulted before decoding
+    and filled after, so later runs do not decode again either.
     """
 
     def __init__(
@@ -57,7 +59,8 @@ class FaceDataset(Dataset):
             array = np.asarray(image, dtype=np.uint8)
             if self._image_cache is not None:
                 self._image_cache.put(row, self.image_size, self.face_crop, array)
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+        # np.array copies: arrays from Pillow are read-only, which torch.from_numpy warns about.
+        tensor = torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).contiguous()
         if self._memory is not None:
             self._memory[index] = tensor
         return tensor

@@ -18,7 +18,7 @@ import pandas as pd
 
 from datamodules.csv_labels import check_duplicates, check_labels, read_label_csv
 from datamodules.groups import FAIRFACE7
-from datamodules.paths import resolve_inside
+from datamodules.paths import check_all_inside
 from datamodules.images import open_image
 from datamodules.table import FaceTable
 
@@ -49,8 +49,8 @@ def load_fairface(root: str | Path) -> FaceTable:
         for column, allowed in ATTRIBUTES.items():
             check_labels(frame, column, allowed, path)
         check_duplicates(frame, "file", path)
-        for file, line in zip(frame["file"], frame["_line"]):
-            resolve_inside(root, file, source=f"{path}, line {line}")
+        files, lines = frame["file"].tolist(), frame["_line"].tolist()
+        check_all_inside(root, files, lambda i: f"{path}, line {lines[i]}")
         frame = frame.assign(pool=pool)
         parts.append(frame)
 

@@ -5,8 +5,9 @@ A :class:`FaceTable` lists the labelled samples of one dataset before partitioni
 
 ``sample_id``  stable id: the path relative to the data root, or ``synthetic:<seed>:<index>``
 ``file``       path relative to the data root (empty for generated samples)
-``pool``       ``train`` (official training part), ``eval`` (official evaluation part), or
-               ``all`` (the dataset has no official partition)
+``pool``       ``train`` (official training part), ``eval`` (one official evaluation part,
+               split later into val and test), ``val`` and ``test`` (official validation
+               and test parts), or ``all`` (the dataset has no official partition)
 ``group``      group name under the active group scheme
 one column per attribute, holding the label string, or ``""`` when unknown.
 """
@@ -26,7 +27,7 @@ from datamodules.groups import GroupScheme, get_scheme
 
 log = logging.getLogger(__name__)
 
-POOLS = ("train", "eval", "all")
+POOLS = ("train", "eval", "val", "test", "all")
 BASE_COLUMNS = ("sample_id", "file", "pool", "group")
 
 
@@ -51,6 +52,12 @@ class FaceTable:
         Data root, or ``None`` for generated data.
     default_face_crop:
         Fraction of the image side kept by the center crop when ``data.face_crop`` is unset.
+    notes:
+        Counts worth reporting, such as rows dropped by the group scheme or identities
+        without phenotype labels.
+    identity_column:
+        Column of ``samples`` naming each sample's identity; when set, partitions keep
+        identities disjoint between train, val and test.
     """
 
     dataset: str
@@ -61,6 +68,7 @@ class FaceTable:
     root: Path | None = None
     default_face_crop: float = 1.0
     notes: dict[str, int] = field(default_factory=dict)
+    identity_column: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in BASE_COLUMNS if c not in self.samples.columns]
@@ -75,6 +83,11 @@ class FaceTable:
             raise ValueError(
                 f"{self.dataset}: {int(duplicated.sum())} duplicate sample ids, first {first!r}; "
                 "each image must be listed once"
+            )
+        if self.identity_column is not None and self.identity_column not in self.samples.columns:
+            raise ValueError(
+                f"{self.dataset}: identity column {self.identity_column!r} is not a column of "
+                "the sample table"
             )
         unknown_groups = sorted(set(self.samples["group"]) - set(self.group_names))
         if unknown_groups:
@@ -131,6 +144,14 @@ def apply_group_scheme(table: FaceTable, scheme: str) -> FaceTable:
         labels = table.attributes[cross]
         samples = samples.assign(group=samples["group"] + " x " + samples[cross].astype(str))
         group_names = [f"{g} x {label}" for g in group_names for label in labels]
+        # Not every combination occurs (CelebA's attributes, a single-gender group), and a
+        # group without images could never be evaluated, so empty combinations are dropped.
+        present = set(samples["group"])
+        empty = [g for g in group_names if g not in present]
+        if empty:
+            log.warning("%s: group scheme %r has no images for %s; these groups are left out",
+                        table.dataset, scheme, empty)
+            group_names = [g for g in group_names if g in present]
 
     notes = dict(table.notes)
     notes["dropped_by_group_scheme"] = len(table.samples) - len(samples)
