@@ -11,7 +11,7 @@ from datamodules.prepare import prepare_data, write_manifest
 from tests.factories import write_fairface_layout
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {"White": 12, "Black": 9, "Latino_Hispanic": 9, "East Asian": 8,
+TRAIN = {"White": 15, "Black": 9, "Latino_Hispanic": 9, "East Asian": 8,
          "Southeast Asian": 9, "Indian": 9, "Middle Eastern": 9}
 
 
@@ -76,7 +76,7 @@ def test_request_above_pool_is_clear(fairface_root):
         prepared(fairface_root, "experiment=fairface_imbalanced", "split.total=30")
     assert "White" in str(error.value)
     assert "21 training images" in str(error.value)
-    assert "12 available" in str(error.value)
+    assert "15 available" in str(error.value)
 
 
 def test_eval_partitions_ignore_seed_and_kind(fairface_root):
