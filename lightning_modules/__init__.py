@@ -1,0 +1,2 @@
+"""LightningModules and codecs: CodecModule for rate-distortion training, and the codec
+interface with its CompressAI, JPEG and WebP adapters for evaluation."""
