@@ -40,14 +40,25 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level.*")
 
 PER_IMAGE_COLUMNS = ["epoch", "sample_id", "group", "psnr", "ms_ssim", "bpp", "bpp_est", "lpips", "feat_dist"]
+# Gaps with a name of their own: the classifier's own bias and the bias compression adds.
+NAMED_GAPS = {"acc_orig": "classifier_bias", "degradation": "compression_bias"}
+# Set-level metrics whose pooled value is logged as val/<metric>.
+POOLED_LOGGED = ("fid", "kid")
 
 
 class Measure(Protocol):
     """A per-image measurement the callback runs on every validation batch.
 
     ``batch_columns`` returns per-image columns (name -> sequence, one entry per image of
-    the batch). ``epoch_rows`` may add set-level rows (FID, KID) once the epoch's per-image
-    table is complete; it runs on rank 0 only after gathering.
+    the batch). Columns whose name starts with ``_`` (feature vectors) travel with the
+    gathered rows but stay out of per_image.csv. ``epoch_rows`` may add set-level rows
+    (FID, KID) once the epoch's per-image table is complete. It runs on rank 0 only,
+    after gathering.
+
+    Optional methods, read when fairness_summary.json is written: ``summary_flags()``
+    returns attribute -> extra flags for that attribute's entries, ``summary_extra()``
+    returns top-level keys, and ``unavailable()`` returns metric -> reason for metrics
+    the measure cannot compute (missing weights).
     """
 
     def batch_columns(self, outputs: dict[str, Any], pl_module: L.LightningModule, epoch: int) -> dict[str, Any]: ...
@@ -140,7 +151,7 @@ class FairnessCallback(L.Callback):
         if trainer.sanity_checking:
             return
         rows = _gather_rows(self._rows)
-        final = _is_final_epoch(trainer)
+        final = is_final_epoch(trainer)
         epoch = int(trainer.current_epoch)
 
         logged: dict[str, float] = {}
@@ -177,48 +188,109 @@ class FairnessCallback(L.Callback):
         if final or (every > 0 and (epoch + 1) % every == 0):
             _append_csv(_per_image_columns(per_image), self.run_dir / "per_image.csv")
         if final:
-            self.last_summary = self.write_summary(group_metrics, gaps, epoch)
+            group_sizes = per_image["group"].value_counts().reindex(self.group_names, fill_value=0)
+            self.last_summary = self.write_summary(group_metrics, gaps, epoch, group_sizes=group_sizes)
         return _log_values(group_metrics, gaps, self.partition)
 
-    def write_summary(self, group_metrics: pd.DataFrame, gaps: pd.DataFrame, epoch: int) -> dict[str, Any]:
-        """Write fairness_summary.json: per (attribute, metric) groups, gap and tests."""
-        entries = []
-        for _, gap in gaps.iterrows():
-            rows = group_metrics[(group_metrics["metric"] == gap["metric"])
-                                 & (group_metrics["attribute"].fillna("") == (gap["attribute"] or ""))]
-            by_group = {
-                r["group"]: {"value": _num(r["value"]), "n": int(r["n"]), "ci_low": _num(r["ci_low"]),
-                             "ci_high": _num(r["ci_high"])}
-                for _, r in rows.iterrows() if r["group"] != "all"
-            }
-            counts = [v["n"] for v in by_group.values()]
-            entries.append({
-                "attribute": gap["attribute"] or None,
-                "metric": gap["metric"],
-                "by_group": by_group,
-                "gap": _num(gap["gap"]),
-                "ratio": _num(gap["ratio"]),
-                "worst_group": gap["worst_group"],
-                "best_group": gap["best_group"],
-                "p_value": _num(gap["p_value"]),
-                "p_holm": _num(gap["p_holm"]),
-                "mde": _num(gap["mde"]),
-                "flags": {
-                    "underpowered": bool(underpowered(counts, self.min_group_size)) if counts else True,
-                    "unavailable": bool(all(v["value"] is None for v in by_group.values())),
-                },
-            })
+    def write_summary(self, group_metrics: pd.DataFrame, gaps: pd.DataFrame, epoch: int,
+                      group_sizes: pd.Series | None = None) -> dict[str, Any]:
+        """Write fairness_summary.json: per (attribute, metric) groups, gap, tests and flags.
+
+        ``group_sizes`` (images per group in the epoch) sets the top-level
+        ``underpowered`` flag. Metrics that a measure reports unavailable get an entry
+        with ``flags.unavailable`` and the reason.
+        """
+        measure_flags: dict[str, dict[str, Any]] = {}
+        unavailable: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        for measure in self.measures:
+            for attribute, flags in (getattr(measure, "summary_flags", dict)() or {}).items():
+                measure_flags.setdefault(attribute, {}).update(flags)
+            unavailable.update(getattr(measure, "unavailable", dict)() or {})
+            extra.update(getattr(measure, "summary_extra", dict)() or {})
+
+        entries = [self._summary_entry(gap, group_metrics, measure_flags) for _, gap in gaps.iterrows()]
+        summarised = {(entry["attribute"], entry["metric"]) for entry in entries}
+        sizes = {} if group_sizes is None else {str(g): int(n) for g, n in group_sizes.items()}
+        run_underpowered = bool(underpowered(list(sizes.values()), self.min_group_size)) if sizes else None
+        entries += self._pooled_only_entries(group_metrics, summarised, run_underpowered)
+        for metric, reason in unavailable.items():
+            entries.append({"attribute": None, "metric": metric, "by_group": {}, "overall": None, "gap": None,
+                            "ratio": None, "worst_group": None, "best_group": None, "p_value": None,
+                            "p_holm": None, "mde": None,
+                            "flags": {"underpowered": None, "unavailable": True, "reason": reason}})
+
         summary = {
             "epoch": epoch,
             "partition": self.partition,
             "groups": self.group_names,
+            "group_sizes": sizes,
             "min_group_size": self.min_group_size,
+            "underpowered": run_underpowered,
+            "underpowered_groups": [g for g, n in sizes.items() if n < self.min_group_size],
             "confidence": self.confidence,
+            "named_summaries": _named_summaries(gaps),
             "metrics": entries,
+            **extra,
         }
         path = self.run_dir / "fairness_summary.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         return summary
+
+    def _summary_entry(self, gap: pd.Series, group_metrics: pd.DataFrame,
+                       measure_flags: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        attribute = gap["attribute"] if isinstance(gap["attribute"], str) else ""
+        rows = group_metrics[(group_metrics["metric"] == gap["metric"])
+                             & (group_metrics["attribute"].fillna("") == attribute)]
+        by_group = {
+            r["group"]: {"value": _num(r["value"]), "n": int(r["n"]), "ci_low": _num(r["ci_low"]),
+                         "ci_high": _num(r["ci_high"])}
+            for _, r in rows.iterrows() if r["group"] != "all"
+        }
+        counts = [v["n"] for v in by_group.values()]
+        flags = {
+            "underpowered": bool(underpowered(counts, self.min_group_size)) if counts else True,
+            "unavailable": bool(all(v["value"] is None for v in by_group.values())),
+        }
+        flags.update(measure_flags.get(attribute, {}))
+        return {
+            "attribute": attribute or None,
+            "metric": gap["metric"],
+            "by_group": by_group,
+            "overall": _overall_of(rows),
+            "gap": _num(gap["gap"]),
+            "ratio": _num(gap["ratio"]),
+            "worst_group": gap["worst_group"],
+            "best_group": gap["best_group"],
+            "p_value": _num(gap["p_value"]),
+            "p_holm": _num(gap["p_holm"]),
+            "mde": _num(gap["mde"]),
+            "flags": flags,
+        }
+
+    def _pooled_only_entries(self, group_metrics: pd.DataFrame, summarised: set,
+                             run_underpowered: bool | None) -> list[dict[str, Any]]:
+        # Metrics with only an ``all`` row (FID pooled over groups) have no gap row.
+        entries = []
+        pooled = group_metrics[group_metrics["group"] == "all"]
+        for _, row in pooled.iterrows():
+            attribute = row["attribute"] if isinstance(row["attribute"], str) and row["attribute"] else None
+            key = (attribute, row["metric"])
+            if key in summarised:
+                continue
+            per_group = group_metrics[(group_metrics["metric"] == row["metric"]) & (group_metrics["group"] != "all")
+                                      & (group_metrics["attribute"].fillna("") == (attribute or ""))]
+            if not per_group.empty:
+                continue
+            summarised.add(key)
+            entries.append({
+                "attribute": attribute, "metric": row["metric"], "by_group": {}, "overall": _overall_of(row.to_frame().T),
+                "gap": None, "ratio": None, "worst_group": None, "best_group": None, "p_value": None,
+                "p_holm": None, "mde": None,
+                "flags": {"underpowered": run_underpowered, "unavailable": _num(row["value"]) is None,
+                          "pooled_only": True},
+            })
+        return entries
 
 
 def _min_ms_ssim_side() -> int:
@@ -232,7 +304,8 @@ def _min_ms_ssim_side() -> int:
     return 10**9
 
 
-def _is_final_epoch(trainer: L.Trainer) -> bool:
+def is_final_epoch(trainer: L.Trainer) -> bool:
+    """Return True during the last epoch of a fit, and always under validate or test."""
     if trainer.state.fn != "fit":
         return True
     max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
@@ -292,7 +365,13 @@ def _append_csv(frame: pd.DataFrame, path: Path) -> None:
 def _log_values(group_metrics: pd.DataFrame, gaps: pd.DataFrame, partition: str) -> dict[str, float]:
     logged: dict[str, float] = {}
     for _, row in group_metrics.iterrows():
-        if row["group"] == "all" or not np.isfinite(row["value"]):
+        if not np.isfinite(row["value"]):
+            continue
+        if row["group"] == "all":
+            # Only set-level realism is logged pooled; the codec module logs the other
+            # overall values (val/psnr, val/bpp), so their names must stay free.
+            if row["metric"] in POOLED_LOGGED:
+                logged[f"{partition}/{row['metric']}"] = float(row["value"])
             continue
         attribute = f"{row['attribute']}/" if isinstance(row["attribute"], str) and row["attribute"] else ""
         logged[f"{partition}/{attribute}{row['metric']}/{identifier(row['group'])}"] = float(row["value"])
@@ -301,6 +380,8 @@ def _log_values(group_metrics: pd.DataFrame, gaps: pd.DataFrame, partition: str)
         for field in ("gap", "ratio"):
             if np.isfinite(row[field]):
                 logged[f"{partition}/fair/{attribute}{row['metric']}_{field}"] = float(row[field])
+        if attribute and row["metric"] in NAMED_GAPS and np.isfinite(row["gap"]):
+            logged[f"{partition}/fair/{attribute}{NAMED_GAPS[row['metric']]}"] = float(row["gap"])
     return logged
 
 
@@ -310,3 +391,37 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+
+def _named_summaries(gaps: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Return attribute -> {classifier_bias, compression_bias} with their tests, from the gaps rows."""
+    named: dict[str, dict[str, Any]] = {}
+    for _, row in gaps.iterrows():
+        name = NAMED_GAPS.get(row["metric"])
+        attribute = row["attribute"] if isinstance(row["attribute"], str) else ""
+        if name is None or not attribute:
+            continue
+        named.setdefault(attribute, {})[name] = {
+            "gap": _num(row["gap"]), "worst_group": row["worst_group"], "best_group": row["best_group"],
+            "p_value": _num(row["p_value"]), "p_holm": _num(row["p_holm"]), "mde": _num(row["mde"]),
+        }
+    return named
+
+
+def _overall_of(rows: pd.DataFrame) -> dict[str, Any] | None:
+    pooled = rows[rows["group"] == "all"]
+    if pooled.empty:
+        return None
+    row = pooled.iloc[0]
+    return {"value": _num(row["value"]), "n": int(row["n"]), "ci_low": _num(row["ci_low"]),
+            "ci_high": _num(row["ci_high"])}
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays from measures' summary_extra.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to fairness_summary.json")

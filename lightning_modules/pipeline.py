@@ -8,9 +8,13 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.fairness_callback import FairnessCallback
+from callbacks.image_logging import ReconstructionImageLogger
+from callbacks.measures import ClassifierMeasure, RealismMeasure
+from callbacks.provenance import write_provenance
 from datamodules.datamodule import FaceDataModule
 from datamodules.prepare import PreparedData
 from lightning_modules.loggers import build_loggers, finish_wandb
@@ -40,7 +44,56 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.experiment_name}-{codec.get('arch', cfg.task)}-lmbda{codec.get('lmbda')}-seed{cfg.seed}"
 
 
-def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path) -> list[L.Callback]:
+def build_measures(cfg: DictConfig, prepared: PreparedData) -> tuple[list, object | None, list[Path]]:
+    """Build the fairness callback's plug-in measures from ``callbacks.fairness``.
+
+    Returns the measures, the attribute classifier (or None) and the weight files used,
+    for provenance.json.
+    """
+    from fairness.realism import load_inception, load_lpips
+    from lightning_modules.classifier_loading import load_classifier
+
+    fairness_cfg = cfg.callbacks.fairness
+    seed = int(cfg.seed)
+    measures: list = []
+    weight_files: list[Path] = []
+
+    classifier = None
+    checkpoint = fairness_cfg.get("classifier_ckpt")
+    if checkpoint:
+        classifier = load_classifier(checkpoint, prepared.table.attributes,
+                                     kind=fairness_cfg.get("classifier_kind", "auto"))
+        weight_files.append(Path(checkpoint))
+        measures.append(ClassifierMeasure(
+            classifier, prepared.table.attributes, prepared.group_names,
+            min_margin=float(fairness_cfg.get("classifier_min_margin", 0.05)),
+            confidence=float(fairness_cfg.confidence), n_resamples=int(fairness_cfg.n_resamples), seed=seed,
+        ))
+    else:
+        log.info("callbacks.fairness.classifier_ckpt is not set: attribute fidelity is not measured")
+
+    if fairness_cfg.get("realism", True):
+        extractor = load_inception(fairness_cfg.get("inception_weights"))
+        lpips_model = None
+        if fairness_cfg.get("lpips_net"):
+            lpips_model = load_lpips(str(fairness_cfg.lpips_net), fairness_cfg.get("lpips_weights"))
+        for model in (extractor, lpips_model):
+            if model is not None and getattr(model, "weights_path", None) is not None:
+                weight_files.append(Path(model.weights_path))
+        measures.append(RealismMeasure(
+            extractor, prepared.group_names,
+            every_n_epochs=int(fairness_cfg.realism_every_n_epochs),
+            fid_min_per_group=int(fairness_cfg.fid_min_per_group),
+            kid_subset_size=int(fairness_cfg.get("kid_subset_size", 1000)),
+            kid_subsets=int(fairness_cfg.get("kid_subsets", 100)),
+            seed=seed, lpips_model=lpips_model,
+        ))
+    return measures, classifier, weight_files
+
+
+def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path,
+                    measures: list | None = None, classifier=None) -> list[L.Callback]:
+    """Return the fairness callback (with ``measures``), image logging, checkpointing and a progress bar."""
     fairness_cfg = cfg.callbacks.fairness
     callbacks: list[L.Callback] = [
         FairnessCallback(
@@ -51,6 +104,7 @@ def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path) -> l
             confidence=float(fairness_cfg.confidence),
             n_resamples=int(fairness_cfg.n_resamples),
             seed=int(cfg.seed),
+            measures=measures,
         ),
         ModelCheckpoint(
             dirpath=str(run_dir / "checkpoints"),
@@ -61,6 +115,13 @@ def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path) -> l
             save_top_k=1,
         ),
     ]
+    if int(fairness_cfg.get("images_per_group", 0)) > 0:
+        callbacks.append(ReconstructionImageLogger(
+            run_dir, prepared.group_names, images_per_group=int(fairness_cfg.images_per_group),
+            every_n_epochs=int(fairness_cfg.get("images_every_n_epochs", 1)), classifier=classifier,
+        ))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        return callbacks
     if cfg.callbacks.get("progress_bar", "rich") == "rich":
         callbacks.append(RichProgressBar())
     else:
@@ -70,17 +131,27 @@ def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path) -> l
 
 def run_task(cfg: DictConfig, prepared: PreparedData, run_dir: Path, manifest_sha: str) -> float | None:
     """Fit the model that ``cfg.task`` names and return the best monitored value."""
+    if cfg.task == "classifier":
+        from lightning_modules.classifier_pipeline import run_classifier
+
+        return run_classifier(cfg, prepared, run_dir)
     if cfg.task != "codec":
         raise ValueError(f"unknown task {cfg.task!r}; expected 'codec' or 'classifier'")
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = FaceDataModule(cfg.data, cfg.split, int(cfg.seed), prepared=prepared)
     model = hydra.utils.instantiate(cfg.codec)
+    measures, classifier, weight_files = build_measures(cfg, prepared)
     config = OmegaConf.to_container(cfg, resolve=True)
+    codec_weights = (cfg.get("codec") or {}).get("weights_path")
+    if codec_weights:
+        weight_files.append(Path(codec_weights))
+    if weight_files and rank_zero_only.rank == 0:
+        write_provenance(run_dir, config, manifest_sha256=manifest_sha, weight_files=weight_files)
     loggers = build_loggers(cfg.logger, run_dir, run_name=run_name(cfg), config=config,
                             wandb_config=wandb_run_config(cfg))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers, callbacks=build_callbacks(cfg, prepared, run_dir),
+        cfg.trainer, logger=loggers, callbacks=build_callbacks(cfg, prepared, run_dir, measures, classifier),
         default_root_dir=str(run_dir),
     )
     try:

@@ -82,6 +82,17 @@ def test_frechet_shape_mismatch_raises():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
+@pytest.mark.parametrize("n", [5, 30, 60])
+def test_fid_of_features_matches_covariance_form(n):
+    rng = np.random.default_rng(n)
+    real = rng.random((n, 40))
+    fake = rng.random((n + 3, 40)) * 1.1 + 0.05
+    expected = closed_form_fid(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+
+    assert realism.frechet_distance_of_features(real, fake) == pytest.approx(expected, rel=1e-6)
+    assert abs(realism.frechet_distance_of_features(real, real)) < 1e-10
+
+
 def test_feature_stats_batches_equal_whole():
     rng = np.random.default_rng(3)
     features = rng.random((50, 12)).astype(np.float32)
@@ -149,6 +160,37 @@ def test_kid_matches_torchmetrics(subset_size):
     assert result.subset_size == subset_size
     assert result.mean == pytest.approx(expected_mean.item(), rel=1e-9)
     assert result.std == pytest.approx(expected_std.item(), rel=1e-7)
+
+
+def test_paired_mmd_matches_u_statistic():
+    rng = np.random.default_rng(10)
+    x, y = rng.random((7, 5)), rng.random((7, 5)) + 0.05
+    kernel = lambda a, b: (a @ b / 5 + 1) ** 3  # noqa: E731
+    total = 0.0
+    for i in range(7):
+        for j in range(7):
+            if i != j:
+                total += kernel(x[i], x[j]) + kernel(y[i], y[j]) - kernel(x[i], y[j]) - kernel(x[j], y[i])
+
+    assert polynomial_mmd(x, y, paired=True) == pytest.approx(total / 42, rel=1e-12)
+    assert polynomial_mmd(x, x, paired=True) == pytest.approx(0.0, abs=1e-12)
+    assert polynomial_mmd(x, x) < 0  # the independent form counts each image against itself
+
+
+def test_kid_paired_same_rows():
+    rng = np.random.default_rng(11)
+    real = rng.random((20, 4))
+    fake = real + rng.normal(scale=0.01, size=real.shape)
+    result = kid(real, fake, subset_size=8, n_subsets=3, seed=2, paired=True)
+    generator = torch.Generator().manual_seed(2)
+    expected = []
+    for _ in range(3):
+        rows = torch.randperm(20, generator=generator)[:8].numpy()
+        expected.append(polynomial_mmd(real[rows], fake[rows], paired=True))
+
+    assert result.mean == pytest.approx(np.mean(expected), rel=1e-12)
+    with pytest.raises(ValueError, match="paired KID"):
+        kid(real, fake[:10], paired=True)
 
 
 def test_kid_subset_capped_by_n():
