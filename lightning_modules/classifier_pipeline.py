@@ -1,9 +1,9 @@
 """The classifier job behind ``python train.py task=classifier experiment=classifier_fairface``.
 
-It trains an :class:`AttributeClassifier` on the training split only. Val drives model
-selection through the checkpoint callback, and test is never seen in training. The job
-writes ``checkpoints/last.ckpt`` for the fairness callback and scores the final model
-per group on val and test against the majority-class rate:
+It trains an :class:`AttributeClassifier` on the training split only, and test is never
+seen in training. The job writes ``checkpoints/last.ckpt`` (the final weights) for the
+fairness callback, and ``best-<epoch>.ckpt`` by val loss. It scores the final model per
+group on val and test against the majority-class rate:
 
 ``classifier_accuracy.csv``  partition, attribute, group, n, acc, ci_low, ci_high, bal_acc,
                              majority_label, majority_rate, margin, beats_majority
@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +29,7 @@ from datamodules.datamodule import FaceDataModule
 from datamodules.prepare import PreparedData
 from lightning_modules.classifier import TINY_CNN, AttributeClassifier, find_cached_backbone_weights, group_accuracy_table
 from lightning_modules.loggers import build_loggers, finish_wandb
+from lightning_modules.pipeline import checkpoint_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,10 @@ def fit_classifier(cfg: DictConfig, prepared: PreparedData, run_dir: Path) -> tu
     config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg.logger, run_dir, run_name=classifier_run_name(cfg), config=config,
                             wandb_config=classifier_wandb_config(cfg))
-    monitor = str(cfg.classifier.get("monitor", "val/loss"))
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best-{epoch:03d}", monitor=monitor,
-                        mode=str(cfg.classifier.get("monitor_mode", "min")), save_last=True, save_top_k=1),
-    ]
+    callbacks: list[L.Callback] = list(checkpoint_callbacks(
+        run_dir, monitor=str(cfg.classifier.get("monitor", "val/loss")),
+        mode=str(cfg.classifier.get("monitor_mode", "min")),
+    ))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar() if cfg.callbacks.get("progress_bar", "rich") == "rich" else TQDMProgressBar())
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks,

@@ -44,6 +44,24 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.experiment_name}-{codec.get('arch', cfg.task)}-lmbda{codec.get('lmbda')}-seed{cfg.seed}"
 
 
+def checkpoint_callbacks(run_dir: Path, *, monitor: str, mode: str, save_last: bool = True) -> list[ModelCheckpoint]:
+    """Return checkpointing of the best epoch (``best-<epoch>.ckpt``) and of the latest (``last.ckpt``).
+
+    The first callback, the one ``trainer.checkpoint_callback`` returns, keeps the best
+    epoch by ``monitor``. ``last.ckpt`` comes from a second callback without a monitor,
+    rewritten after every epoch. ModelCheckpoint's own ``save_last=True`` (lightning
+    2.6.6) rewrites last.ckpt only in epochs that also save a new best checkpoint, so
+    it would hold the best epoch's weights, not the last.
+    """
+    directory = str(Path(run_dir) / "checkpoints")
+    callbacks = [ModelCheckpoint(dirpath=directory, filename="best-{epoch:03d}", monitor=monitor, mode=mode,
+                                 save_top_k=1, save_last=False)]
+    if save_last:
+        callbacks.append(ModelCheckpoint(dirpath=directory, filename="last", monitor=None, save_top_k=1,
+                                         enable_version_counter=False))
+    return callbacks
+
+
 def build_measures(cfg: DictConfig, prepared: PreparedData) -> tuple[list, object | None, list[Path]]:
     """Build the fairness callback's plug-in measures from ``callbacks.fairness``.
 
@@ -106,15 +124,10 @@ def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path,
             seed=int(cfg.seed),
             measures=measures,
         ),
-        ModelCheckpoint(
-            dirpath=str(run_dir / "checkpoints"),
-            filename="best-{epoch:03d}",
-            monitor=cfg.callbacks.checkpoint.monitor,
-            mode=cfg.callbacks.checkpoint.mode,
-            save_last=bool(cfg.callbacks.checkpoint.save_last),
-            save_top_k=1,
-        ),
     ]
+    callbacks += checkpoint_callbacks(run_dir, monitor=str(cfg.callbacks.checkpoint.monitor),
+                                      mode=str(cfg.callbacks.checkpoint.mode),
+                                      save_last=bool(cfg.callbacks.checkpoint.save_last))
     if int(fairness_cfg.get("images_per_group", 0)) > 0:
         callbacks.append(ReconstructionImageLogger(
             run_dir, prepared.group_names, images_per_group=int(fairness_cfg.images_per_group),

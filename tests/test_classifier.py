@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,6 +106,8 @@ def test_pipeline_writes_checkpoint_and_table(trained):
     expected_groups = set(trained["prepared"].group_names) | {"all"}
 
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == trained["cfg"].trainer.max_epochs - 1
     assert (run_dir / "classifier_accuracy.md").is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file()
     for partition in ("val", "test"):
@@ -278,3 +281,36 @@ def test_classifier_configs_compose():
     assert fairface.split.kind == "natural"
     assert synthetic.classifier.backbone == "tiny_cnn"
     assert synthetic.data.name == "synthetic"
+
+
+class WorseEveryEpoch(L.LightningModule):
+    """A model whose val/loss is best in epoch 0 and rises afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_checkpoint_holds_final_epoch(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_modules.pipeline import checkpoint_callbacks
+
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=checkpoint_callbacks(tmp_path, monitor="val/loss", mode="min"))
+    trainer.fit(WorseEveryEpoch(), loader, loader)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    assert last["epoch"] == 2
+    assert Path(trainer.checkpoint_callback.best_model_path).name == "best-epoch=000.ckpt"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch=000.ckpt", "last.ckpt"]
