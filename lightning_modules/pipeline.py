@@ -111,8 +111,14 @@ def build_measures(cfg: DictConfig, prepared: PreparedData) -> tuple[list, objec
 
 def build_callbacks(cfg: DictConfig, prepared: PreparedData, run_dir: Path,
                     measures: list | None = None, classifier=None) -> list[L.Callback]:
-    """Return the fairness callback (with ``measures``), image logging, checkpointing and a progress bar."""
+    """Return the fairness callback, image logging, checkpointing and a progress bar.
+
+    ``measures`` and ``classifier`` default to what :func:`build_measures` builds from
+    ``callbacks.fairness``.
+    """
     fairness_cfg = cfg.callbacks.fairness
+    if measures is None:
+        measures, classifier, _ = build_measures(cfg, prepared)
     callbacks: list[L.Callback] = [
         FairnessCallback(
             run_dir,
