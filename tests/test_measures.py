@@ -73,6 +73,15 @@ def validate(run_dir, datamodule, classifier, *, blur_group=None, extractor=None
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run the tiny models of this file on one intra-op thread (see test_classifier's fixture)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def datamodule():
     return make_datamodule()
@@ -312,20 +321,15 @@ def test_blurring_one_group_makes_it_worst(tmp_path):
     # 2000 faces per group give 200 per group in val; the classifier trains on 60 per group.
     data = {**DATA, "n_per_group": 2000, "batch_size": 32, "eval_batch_size": 100}
     datamodule = make_datamodule(data, {"kind": "balanced", "per_group": 60})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        attributes = {name: datamodule.attributes[name] for name in ATTRIBUTES}
-        classifier = AttributeClassifier(attributes, datamodule.group_names, backbone="tiny_cnn", pretrained=False,
-                                         lr=3e-3, image_size=32)
-        L.Trainer(accelerator="cpu", max_epochs=8, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(
-            classifier, train_dataloaders=datamodule.train_dataloader())
-        labels, predictions, _ = predict_partition(classifier, datamodule, "val")
-        run = validate(tmp_path, datamodule, classifier, blur_group=2, n_resamples=999)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    attributes = {name: datamodule.attributes[name] for name in ATTRIBUTES}
+    classifier = AttributeClassifier(attributes, datamodule.group_names, backbone="tiny_cnn", pretrained=False,
+                                     lr=3e-3, image_size=32)
+    L.Trainer(accelerator="cpu", max_epochs=8, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(
+        classifier, train_dataloaders=datamodule.train_dataloader())
+    labels, predictions, _ = predict_partition(classifier, datamodule, "val")
+    run = validate(tmp_path, datamodule, classifier, blur_group=2, n_resamples=999)
     blurred = datamodule.group_names[2]
     gaps = run["gaps"].set_index(["attribute", "metric"])
 
