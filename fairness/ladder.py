@@ -125,7 +125,7 @@ def read_per_image(path) -> pd.DataFrame:
     """Read an evaluate.py per_image.csv, keeping codec, rate point, seed and ids as text."""
     text_columns = {"codec": str, "rate_point": str, "seed": str, "sample_id": str, "group": str}
     frame = pd.read_csv(path, dtype=text_columns)
-    frame["seed"] = frame["seed"].fillna("")
+    frame["seed"] = frame["seed"].fillna("") if "seed" in frame.columns else ""
     return frame
 
 

@@ -337,35 +337,50 @@ def comparison_figure(curves: pd.DataFrame, differences: pd.DataFrame, group_nam
         return None
     colours = group_colours(group_names)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2))
-    styles = {names[0]: "-", names[1]: "--"}
+    styles = {names[0]: ("-", "o"), names[1]: ("--", "s")}
     for (side, group), rows in curves.groupby(["side", "group"], sort=False):
         if group not in colours:
             continue
         rows = rows.sort_values("bpp")
-        left.plot(rows["bpp"], rows["value"], linestyle=styles.get(side, ":"), marker="o", markersize=3,
-                  color=colours[group], label=f"{group} ({side})")
+        linestyle, marker = styles.get(side, (":", "^"))
+        left.plot(rows["bpp"], rows["value"], linestyle=linestyle, marker=marker, markersize=4,
+                  markerfacecolor="white" if marker == "s" else colours[group], color=colours[group],
+                  label=f"{group} ({side})")
     _log_axis(left)
     left.set_xlabel("group mean bpp (log scale)")
     left.set_ylabel(metric_label(metric, attribute))
-    left.set_title(f"Per-group curves: {names[0]} solid, {names[1]} dashed", fontsize=9)
+    left.set_title(f"Per-group curves: {names[0]} solid with dots,\n{names[1]} dashed with hollow squares",
+                   fontsize=9)
     left.grid(True, which="both", alpha=0.3)
 
     matched = differences["mode"].iloc[0] == "matched"
-    for group in [*group_names, "all"]:
+    shown = [group for group in [*group_names, "all"] if (differences["group"] == group).any()]
+    for index, group in enumerate(shown):
         rows = differences[differences["group"] == group]
-        if rows.empty:
-            continue
-        x = rows["bpp"].to_numpy(dtype=float) if matched else rows["pair"].to_numpy(dtype=float)
+        difference = rows["difference"].to_numpy(dtype=float)
+        low = rows["ci_low"].to_numpy(dtype=float)
+        high = rows["ci_high"].to_numpy(dtype=float)
         colour = colours.get(group, "black")
         width = 2.5 if group == "all" else 1.3
-        right.plot(x, rows["difference"], marker="o", markersize=3.5, color=colour, linewidth=width, label=group)
-        right.fill_between(x, rows["ci_low"].astype(float), rows["ci_high"].astype(float), color=colour, alpha=0.12,
-                           linewidth=0)
+        if matched and len(rows) > 1:
+            x = rows["bpp"].to_numpy(dtype=float)
+            right.plot(x, difference, marker="o", markersize=3.5, color=colour, linewidth=width, label=group)
+            right.fill_between(x, low, high, color=colour, alpha=0.12, linewidth=0)
+        else:
+            # Single points: side-by-side error bars, spread so that groups do not overlap.
+            base = rows["bpp"].to_numpy(dtype=float) if matched else rows["pair"].to_numpy(dtype=float)
+            offset = (index - (len(shown) - 1) / 2) * 0.6 / max(len(shown), 1)
+            x = base * (1 + 0.2 * offset) if matched else base + offset
+            right.errorbar(x, difference, yerr=[difference - low, high - difference], fmt="o", color=colour,
+                           markersize=4, capsize=3, elinewidth=width, label=group)
     right.axhline(0.0, color="0.4", linewidth=0.8)
     if matched:
         _log_axis(right)
         right.set_xlabel("matched bpp (log scale)")
     else:
+        pairs = sorted(differences["pair"].dropna().unique())
+        right.set_xticks(pairs)
+        right.set_xticklabels([f"pair {int(pair)}" for pair in pairs])
         right.set_xlabel("rate point pair (lowest rate first); the two sides' bpp differ")
     right.set_ylabel(f"{names[0]} - {names[1]}")
     right.set_title(f"Difference per group with paired 95% bootstrap CI ({_direction_note(metric)})", fontsize=9)

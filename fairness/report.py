@@ -447,14 +447,17 @@ def render_comparison(result: ComparisonResult, *, sources: tuple[str, str], fig
         if rows["mode"].iloc[0] == "matched":
             column = rows["bpp"].map(lambda value: f"bpp {_number(value)}")
         else:
-            column = [f"pair {int(p)}: {_number(a)} vs {_number(b)} bpp"
-                      for p, a, b in zip(rows["pair"], rows["bpp_a"], rows["bpp_b"])]
+            # Each group has its own bpp (in comparison.csv); the column shows all images' bpp.
+            pooled = rows[rows["group"] == "all"].set_index("pair")
+            label = {pair: f"pair {int(pair)}: {_number(row['bpp_a'])} vs {_number(row['bpp_b'])} bpp"
+                     for pair, row in pooled.iterrows()}
+            column = rows["pair"].map(label)
         cells = [f"{_number(d)} [{_number(lo)}, {_number(hi)}]"
                  for d, lo, hi in zip(rows["difference"], rows["ci_low"], rows["ci_high"])]
         pivot = pd.DataFrame({"group": rows["group"].to_numpy(), "point": list(column), "cell": cells})
         wide = pivot.pivot_table(index="group", columns="point", values="cell", aggfunc="first", sort=False)
         order = [g for g in [*result.n_images.index, "all"] if g in wide.index]
-        lines += [markdown_table(wide.reindex(order).reset_index()), ""]
+        lines += [markdown_table(wide.reindex(order).fillna("").reset_index()), ""]
         key = f"{attribute}/{metric}" if attribute else metric
         if key in figures:
             lines.append(_figure(figures[key], f"comparison of {title}"))

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lightning_modules.codec_interface import Codec
 from lightning_modules.compressai_codecs import (
@@ -176,11 +177,21 @@ def find_run_dirs(path: str | Path) -> list[Path]:
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """Return a run's resolved Hydra config (``.hydra/config.yaml``), or {} when it has none."""
+    """Return a run's resolved Hydra config (``.hydra/config.yaml``), or {} when it has none.
+
+    Hydra saves the config with its interpolations (``experiment_name:
+    ${data.name}_${split.kind}``), so they are resolved here. A value that cannot be
+    resolved outside the Hydra app keeps its interpolation text.
+    """
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         return {}
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    config = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(config, resolve=True) or {}
+    except OmegaConfBaseException as error:
+        log.warning("Could not resolve every interpolation of %s (%s); using the unresolved values", path, error)
+        return OmegaConf.to_container(config, resolve=False) or {}
 
 
 def checkpoint_file(run_dir: Path, which: str) -> Path:

@@ -722,9 +722,12 @@ def _side_from_folder(path: Path) -> tuple[pd.DataFrame, list[str]] | None:
     per_image_path = path / "per_image.csv"
     if not per_image_path.is_file():
         return None
-    per_image = read_per_image(per_image_path)
-    if "codec" not in per_image.columns or "rate_point" not in per_image.columns:
+    # A training run folder has a per_image.csv too (the fairness callback's, per epoch),
+    # without the codec and rate_point columns of an evaluation.
+    header = pd.read_csv(per_image_path, nrows=0).columns
+    if "codec" not in header or "rate_point" not in header:
         return None
+    per_image = read_per_image(per_image_path)
     groups = list(dict.fromkeys(per_image["group"]))
     provenance = path / "provenance.json"
     if provenance.is_file():

@@ -156,3 +156,16 @@ def test_several_codecs_need_a_choice():
     rows, codec = select_codec(both, "b")
     assert codec == "b"
     assert set(rows["codec"]) == {"b"}
+
+
+def test_direct_report_one_column_per_pair(tmp_path):
+    from fairness.report import render_comparison
+
+    side_a = _table("a", {"lmbda0.01": 0.8}, {})
+    side_b = _table("b", {"lmbda0.01": 0.6}, {"Red": -2.0})
+    result = compare_runs(side_a, side_b, GROUPS, n_resamples=99)
+    markdown = render_comparison(result, sources=("a", "b"), figures={})
+    section = markdown.split("## psnr")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| group"))
+    assert header.count("pair 1:") == 1
+    assert "nan" not in section

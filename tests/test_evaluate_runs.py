@@ -44,13 +44,17 @@ def make_run(folder: Path, data: dict, *, experiment: str, seed: int, lmbda: flo
     trainer.fit(model, train_dataloaders=_training_batches(seed))
     trainer.save_checkpoint(folder / "checkpoints" / "last.ckpt")
 
-    config = {"experiment_name": experiment, "seed": seed, "codec": {"name": ARCH, "arch": ARCH, "lmbda": lmbda},
+    # Hydra saves interpolations unresolved; the evaluator must resolve them.
+    config = {"experiment_name": "${experiment}", "experiment": experiment, "seed": seed, "codec": {"name": ARCH, "arch": ARCH, "lmbda": lmbda},
               "split": {"kind": "balanced"}, "data": data}
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     manifest = pd.DataFrame({"sample_id": trained_ids, "file": trained_ids, "partition": "train",
                              "in_training": 1, "group": "Blue"})
     manifest.to_csv(folder / "split_manifest.csv", index=False)
+    # The fairness callback's per-image file of the last validation epoch, as train.py writes it.
+    callback_rows = pd.DataFrame({"epoch": 0, "sample_id": trained_ids, "group": "Blue", "psnr": 20.0, "bpp": 1.0})
+    callback_rows.to_csv(folder / "per_image.csv", index=False)
     return folder
 
 
