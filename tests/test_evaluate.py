@@ -197,12 +197,16 @@ def test_bd_rates_match_bjontegaard(evaluated):
 def test_missing_zoo_weights_skipped(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     data = write_colour_faces(tmp_path / "data", test_per_group=3, val_per_group=1)
+    external = {"_target_": "tests.evaluate_data.PlainJpeg", "quality": 60}
     config = evaluation_config(data, codecs={"jpeg": [50], "zoo": [{"arch": "bmshj2018-factorized",
-                                                                   "qualities": [1]}]})
+                                                                   "qualities": [1]}],
+                                             "external": [external]})
     with caplog.at_level(logging.WARNING):
         outputs = run_evaluation(config, tmp_path / "run", measurements=Measurements())
 
-    assert set(outputs.per_image["codec"]) == {"jpeg"}
+    # The external codec comes from its Hydra target; the zoo codec is skipped.
+    assert set(outputs.per_image["codec"]) == {"jpeg", "jpeg_plain"}
+    assert set(outputs.per_image.loc[outputs.per_image["codec"] == "jpeg_plain", "rate_point"]) == {"q60"}
     skipped = outputs.result.skipped
     assert len(skipped) == 1
     assert skipped[0]["codec"] == "bmshj2018-factorized"
