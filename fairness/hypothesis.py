@@ -120,10 +120,15 @@ def permutation_gap_test(
 
 
 def _gap_test(frame: GroupFrame, *, n_resamples: int, seed, batch: int | None) -> GapTestResult:
+    # scipy.stats.permutation_test needs two observations per sample, so a group with a
+    # single image is left out of the test; its mean still appears in by_group.
+    singletons = [name for code, name in enumerate(frame.group_names) if frame.n.iloc[code] == 1]
+    if singletons:
+        logger.info("Gap test leaves out groups with one image: %s", singletons)
     samples = [
         frame.values[frame.codes == code]
         for code in range(len(frame.group_names))
-        if frame.n.iloc[code] > 0
+        if frame.n.iloc[code] > 1
     ]
     if len(samples) < 2:
         logger.warning(

@@ -345,8 +345,11 @@ class CodecEvaluator:
             mask = np.ones(len(groups), dtype=bool) if group == "all" else groups == group
             if mask.sum() < 2:
                 continue
+            # Paired: each original is compared with its own reconstruction, as in the
+            # training callback, so an identity codec scores exactly 0.
             result = kid(original[mask], rec_features[mask], subset_size=self.kid_subset_size,
-                         n_subsets=1 if mask.sum() <= self.kid_subset_size else self.kid_subsets, seed=self.seed)
+                         n_subsets=1 if mask.sum() <= self.kid_subset_size else self.kid_subsets, seed=self.seed,
+                         paired=True)
             rows.append({**base, "group": group, "metric": "kid", "value": result.mean, "n": int(mask.sum())})
             if per_group_fid and group != "all":
                 rows.append({**base, "group": group, "metric": "fid",

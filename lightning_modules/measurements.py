@@ -143,24 +143,8 @@ def _load_lpips(cfg, device, measurements: Measurements) -> None:
 
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    """Compute the Frechet distance between two feature sets, exactly and fast when n < d.
+    """Compute the Frechet distance between two feature sets (see
+    :func:`fairness.realism.frechet_distance_of_features`, fast when n < d)."""
+    from fairness.realism import frechet_distance_of_features
 
-    With ``A = (X - mean) / sqrt(n - 1)`` for each set, the covariances are ``A^T A``, so
-    ``Tr (S1 S2)^(1/2)`` is the sum of the singular values of the small matrix
-    ``A1 A2^T`` (n1 x n2) and ``Tr S`` is ``||A||_F^2``. This gives the same value as
-    :func:`fairness.realism.fid_from_stats` without any d x d matrix (d = 2048 for
-    Inception features), about 1000 times faster for a few hundred images.
-    """
-    real = np.asarray(real, dtype=np.float64)
-    fake = np.asarray(fake, dtype=np.float64)
-    if real.shape[0] < 2 or fake.shape[0] < 2:
-        return float("nan")
-    if min(real.shape[0], fake.shape[0]) >= real.shape[1]:
-        from fairness.realism import FeatureStats, fid_from_stats
-
-        return fid_from_stats(FeatureStats(real.shape[1]).update(real), FeatureStats(fake.shape[1]).update(fake))
-    centred_real = (real - real.mean(axis=0)) / np.sqrt(real.shape[0] - 1)
-    centred_fake = (fake - fake.mean(axis=0)) / np.sqrt(fake.shape[0] - 1)
-    cross = np.linalg.svd(centred_real @ centred_fake.T, compute_uv=False).sum()
-    mean_term = float(np.sum((real.mean(axis=0) - fake.mean(axis=0)) ** 2))
-    return mean_term + float(np.sum(centred_real**2)) + float(np.sum(centred_fake**2)) - 2.0 * float(cross)
+    return frechet_distance_of_features(real, fake)

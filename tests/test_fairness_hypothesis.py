@@ -347,3 +347,12 @@ def test_underpowered_flags_small_and_empty_groups():
     assert not underpowered({"A": 100, "B": 250})
     assert underpowered([120, 8], min_group_size=10)
     assert underpowered_groups([120, 8], min_group_size=10) == [1]
+
+
+def test_gap_test_leaves_out_single_image_groups():
+    values = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    groups = ["A", "A", "A", "B", "B", "B", "C"]
+    with_single = permutation_gap_test(values, groups, n_resamples=999, seed=0)
+    without = permutation_gap_test(values[:6], groups[:6], n_resamples=999, seed=0)
+    assert with_single.p_value == without.p_value
+    assert with_single.by_group["C"] == 1.0
