@@ -1,7 +1,12 @@
-"""`make demo`: retrain a small codec on a balanced and an imbalanced split of the
-synthetic faces, then print per-group PSNR and bpp of both runs side by side.
+"""`make demo`: the whole fairbits loop, offline on CPU, on the synthetic faces.
 
-Runs offline on CPU; W&B runs are written in offline mode under each run directory.
+1. Train the six-phenotype classifier that the fairness callback uses.
+2. Retrain a small codec on a balanced and on an imbalanced split; the callback scores
+   phenotype fidelity, rate, distortion and realism per group every epoch.
+3. Print per-group PSNR and bpp of both runs side by side, then compare the two runs on
+   the same test faces with evaluate.py (matched bpp, paired tests, figures, report).
+
+W&B runs are written in offline mode under each run directory.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 ARMS = ("synthetic_balanced", "synthetic_imbalanced")
 
 
-def train_arm(experiment: str, out_dir: Path, epochs: int, extra: list[str]) -> Path:
-    run_dir = out_dir / experiment
-    command = [
-        sys.executable, str(REPO / "train.py"), f"experiment={experiment}",
-        f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}", *extra,
-    ]
-    print(f"\n== {experiment}: {' '.join(command[1:])}", flush=True)
+def run_step(title: str, script: str, arguments: list[str]) -> None:
+    command = [sys.executable, str(REPO / script), *arguments]
+    print(f"\n== {title}: python {script} {' '.join(arguments)}", flush=True)
     subprocess.run(command, cwd=REPO, check=True)
+
+
+def train_arm(experiment: str, out_dir: Path, epochs: int, classifier: Path, extra: list[str]) -> Path:
+    run_dir = out_dir / experiment
+    run_step(experiment, "train.py", [
+        f"experiment={experiment}", f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}",
+        f"callbacks.fairness.classifier_ckpt={classifier}", *extra,
+    ])
     return run_dir
 
 
@@ -55,17 +64,34 @@ def comparison_markdown(runs: dict[str, Path], metrics: tuple[str, ...] = ("psnr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "demo_out", help="output folder")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs per arm")
+    parser.add_argument("--epochs", type=int, default=8, help="codec training epochs per arm")
+    parser.add_argument("--classifier-epochs", type=int, default=10, help="classifier training epochs")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both arms")
     args = parser.parse_args()
 
     start = time.perf_counter()
-    runs = {arm: train_arm(arm, args.out, args.epochs, args.overrides) for arm in ARMS}
+    classifier_dir = args.out / "classifier_synthetic"
+    run_step("classifier", "train.py", [
+        "experiment=classifier_synthetic", f"trainer.max_epochs={args.classifier_epochs}",
+        f"hydra.run.dir={classifier_dir}",
+    ])
+    classifier = classifier_dir / "checkpoints" / "last.ckpt"
+
+    runs = {arm: train_arm(arm, args.out, args.epochs, classifier, args.overrides) for arm in ARMS}
     print("\nPer-group results on the validation partition, last epoch:\n")
     print(comparison_markdown(runs))
+
+    comparison_dir = args.out / "comparison"
+    run_step("comparison on the test partition", "evaluate.py", [
+        f"compare=[{runs[ARMS[0]]},{runs[ARMS[1]]}]", f"classifier_ckpt={classifier}",
+        f"hydra.run.dir={comparison_dir}",
+    ])
+
     print("\nRun directories:")
+    print(f"  classifier: {classifier_dir}")
     for arm, path in runs.items():
         print(f"  {arm}: {path}")
+    print(f"  comparison: {comparison_dir} (comparison.md, figures/)")
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s")
 
 
