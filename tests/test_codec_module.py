@@ -68,14 +68,6 @@ class OutputRecorder(L.Callback):
         )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread: for these tiny tensors, syncing threads costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _tiny_module(**overrides) -> CodecModule:
     torch.manual_seed(0)

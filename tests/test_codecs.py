@@ -30,14 +30,6 @@ from lightning_modules.pillow_codecs import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread: for these tiny tensors, syncing threads costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _smooth_images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """Low-frequency colour fields, closer to photos than white noise."""

@@ -20,14 +20,6 @@ from fairness.image_metrics import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread: for these tiny tensors, syncing threads costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _noisy_pair(batch: int, size: int, noise: float, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)

@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import lightning as L  # noqa: E402
+import pandas as pd  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from callbacks.fairness_callback import FairnessCallback  # noqa: E402
@@ -24,13 +25,12 @@ from lightning_modules.codec_module import CodecModule  # noqa: E402
 GROUP_COUNTS = (5, 4, 3, 1)
 
 
-def evaluation_set() -> FaceDataset:
+def evaluation_set(image_size: int = 64) -> FaceDataset:
+    """Return 13 synthetic faces in groups of 5, 4, 3 and 1."""
     table = load_synthetic(n_per_group=6, seed=0)
     rows = [table.samples[table.samples["group"] == group].head(count)
             for group, count in zip(table.group_names, GROUP_COUNTS)]
-    import pandas as pd
-
-    return FaceDataset(table, pd.concat(rows), image_size=64, face_crop=1.0)
+    return FaceDataset(table, pd.concat(rows), image_size=image_size, face_crop=1.0)
 
 
 def main() -> None:

@@ -15,28 +15,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import lightning as L  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from callbacks.fairness_callback import FairnessCallback  # noqa: E402
 from callbacks.image_logging import ReconstructionImageLogger  # noqa: E402
 from callbacks.measures import ClassifierMeasure, RealismMeasure  # noqa: E402
-from datamodules.dataset import FaceDataset  # noqa: E402
-from datamodules.synthetic import load_synthetic  # noqa: E402
 from lightning_modules.classifier import AttributeClassifier  # noqa: E402
+from tests.ddp_scripts.validate_fixed import evaluation_set  # noqa: E402
 from tests.measure_helpers import FixedFeatures, TransformCodec  # noqa: E402
-
-# Uneven groups: with 2 or 3 ranks some rank has no image of the last group.
-GROUP_COUNTS = (5, 4, 3, 1)
-
-
-def evaluation_set() -> FaceDataset:
-    table = load_synthetic(n_per_group=6, seed=0)
-    rows = [table.samples[table.samples["group"] == group].head(count)
-            for group, count in zip(table.group_names, GROUP_COUNTS)]
-    return FaceDataset(table, pd.concat(rows), image_size=32, face_crop=1.0)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -44,7 +31,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    dataset = evaluation_set()
+    dataset = evaluation_set(image_size=32)
     torch.manual_seed(0)
     classifier = AttributeClassifier({"skintype": dataset.table.attributes["skintype"]}, backbone="tiny_cnn",
                                      pretrained=False).eval()
