@@ -2,8 +2,8 @@
 docs/benchmarks.md.
 
 Measures, on this machine's CPU:
-- data preparation of the real FairFace sample (when ../shared-style data is given with
-  --fairface) cold and with the disk cache;
+- data preparation of a FairFace-layout folder (--fairface; skipped when absent), with an
+  empty disk cache and with a filled one;
 - synthetic face rendering per face;
 - codec training throughput (images per second) for the tiny codec and the
   bmshj2018-hyperprior at quality 3 sizes, 64 px;
