@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests never reach W&B servers or the Hugging Face Hub, and never prompt.
@@ -7,7 +9,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 # Decoded-image caches of test runs go to a throwaway folder, not the user's cache.
-os.environ.setdefault("FAIRBITS_CACHE", tempfile.mkdtemp(prefix="fairbits-test-cache-"))
+if "FAIRBITS_CACHE" not in os.environ:
+    os.environ["FAIRBITS_CACHE"] = tempfile.mkdtemp(prefix="fairbits-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FAIRBITS_CACHE"], ignore_errors=True)
 
 import torch  # noqa: E402
 
