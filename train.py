@@ -54,6 +54,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"Per-group image counts ({prepared.table.dataset}, split.kind={cfg.split.kind}, seed={cfg.seed}):")
         print(format_counts(prepared.counts()))
     if cfg.dry_run:
+        if rank == 0:
+            print(f"dry_run=true: wrote split_manifest.csv and provenance.json to {run_dir}; not training.")
         return None
 
     from lightning_modules.pipeline import run_task
