@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "COMPARISON_COLUMNS",
     "ComparisonResult",
+    "QUALITY_COLUMNS",
+    "classifier_quality",
     "compare_runs",
     "interpolation_weights",
     "select_codec",
@@ -85,6 +87,9 @@ class ComparisonResult:
         Paired images per group.
     notes : list of str
         Caveats for the report (dropped images, direct comparisons).
+    quality : pandas.DataFrame
+        Classifier quality gate per side and attribute (:data:`QUALITY_COLUMNS`); the
+        caller fills it, because the training-time flags live in the run folders.
     """
 
     table: pd.DataFrame
@@ -95,6 +100,44 @@ class ComparisonResult:
     rate_points: tuple[list[str], list[str]]
     n_images: pd.Series
     notes: list[str] = field(default_factory=list)
+    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
+
+
+QUALITY_COLUMNS = ["side", "check", "attribute", "acc_orig", "majority_rate", "required_margin", "passes"]
+"""Columns of a classifier quality-gate table. ``check`` names where the gate ran (the
+training-time fairness callback or evaluate.py on its partition); ``passes`` is False when
+the classifier's pooled accuracy on originals does not exceed the majority-class rate by
+``required_margin``, so that attribute's results are not trustworthy."""
+
+
+def classifier_quality(per_image: pd.DataFrame, *, min_margin: float = 0.05, side: str = "",
+                       check: str = "evaluate.py") -> pd.DataFrame:
+    """Apply the classifier quality gate to the originals of an evaluate.py per-image table.
+
+    The gate of the training-time fairness callback: an attribute passes when the
+    classifier's pooled accuracy on the labelled originals exceeds the share of the most
+    common label (the accuracy of always predicting it) by more than ``min_margin``.
+    Each image counts once, whatever the number of codec instances.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per attribute with :data:`QUALITY_COLUMNS`.
+    """
+    images = per_image.drop_duplicates("sample_id")
+    rows = []
+    for attribute in attribute_names(per_image):
+        labels = pd.to_numeric(images[f"{attribute}_label"], errors="coerce")
+        predictions = pd.to_numeric(images[f"{attribute}_pred_orig"], errors="coerce")
+        labelled = labels.notna() & (labels >= 0)
+        if not labelled.any():
+            continue
+        accuracy = float((predictions[labelled] == labels[labelled]).mean())
+        majority = float(labels[labelled].value_counts(normalize=True).max())
+        rows.append({"side": side, "check": check, "attribute": attribute, "acc_orig": accuracy,
+                     "majority_rate": majority, "required_margin": float(min_margin),
+                     "passes": bool(accuracy > majority + min_margin)})
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS)
 
 
 def select_codec(per_image: pd.DataFrame, codec: str | None = None, *, side: str = "") -> tuple[pd.DataFrame, str]:

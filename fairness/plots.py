@@ -27,9 +27,11 @@ __all__ = [
     "bias_vs_bpp",
     "bias_vs_realism",
     "comparison_figure",
+    "difference_note",
     "group_bd_rate_bars",
     "group_colours",
     "group_rd_curves",
+    "metric_unit",
     "reconstruction_grid",
 ]
 
@@ -59,11 +61,33 @@ def metric_label(metric: str, attribute: str = "") -> str:
     return f"{attribute}: {label}" if attribute else label
 
 
+METRIC_UNITS = {"psnr": "dB", "bpp": "bits per pixel", "bpp_est": "bits per pixel",
+                "acc_rec": "share of images", "agreement": "share of images"}
+"""Units of metrics that have one; the others are unitless scores or shares."""
+
+GAP_NOTE = "lower is better: max - min over groups"
+"""Direction note of a gap: a gap is never negative and 0 means equal groups."""
+
+
 def _direction_note(metric: str) -> str:
     try:
         return "higher is better" if higher_is_better(metric) else "lower is better"
     except KeyError:
         return ""
+
+
+def difference_note(metric: str, name_a: str = "A") -> str:
+    """Return which sign of a difference A - B favours side A, by the metric's direction."""
+    try:
+        sign = "positive" if higher_is_better(metric) else "negative"
+    except KeyError:
+        return ""
+    return f"{sign} = {name_a} better"
+
+
+def metric_unit(metric: str) -> str:
+    """Return the unit of a metric ("dB" for PSNR), or "unitless"."""
+    return METRIC_UNITS.get(metric, "unitless")
 
 
 def group_colours(group_names: Sequence[str]) -> dict[str, tuple]:
@@ -143,8 +167,7 @@ def bias_vs_bpp(gaps: pd.DataFrame, metric: str, path: Path, *, attribute: str =
     _log_axis(axis)
     axis.set_xlabel("bits per pixel (mean over all images, log scale)")
     axis.set_ylabel(f"gap, max - min over groups\n{metric_label(metric, attribute)}")
-    axis.set_title(f"Group gap of {metric_label(metric, attribute)} against rate ({_direction_note(metric)})",
-                   fontsize=10)
+    axis.set_title(f"Group gap of {metric_label(metric, attribute)} against rate\n({GAP_NOTE})", fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8, loc="best")
     if rows["underpowered"].fillna(False).astype(bool).any():
@@ -193,7 +216,7 @@ def bias_vs_realism(gaps: pd.DataFrame, set_summary: pd.DataFrame, metrics: Sequ
                                    linewidths=0.5, label=codec)
         axis.set_xlabel(f"{METRIC_LABELS.get(realism_metric, realism_metric)}, all images")
         axis.set_ylabel(f"gap of {metric_label(metric)}")
-        axis.set_title(f"{metric_label(metric)}\n({_direction_note(metric)})", fontsize=9)
+        axis.set_title(f"{metric_label(metric)}\n(gap: {GAP_NOTE})", fontsize=9)
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         axis.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4), useMathText=True)
         axis.grid(True, alpha=0.3)
@@ -202,8 +225,11 @@ def bias_vs_realism(gaps: pd.DataFrame, set_summary: pd.DataFrame, metrics: Sequ
         colourbar = figure.colorbar(scatter, ax=list(axes[0]), shrink=0.9)
         colourbar.set_label("bits per pixel (log scale)")
         ticks = [tick for tick in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if norm.vmin <= tick <= norm.vmax]
-        colourbar.set_ticks(ticks or [norm.vmin, norm.vmax])
-        colourbar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        if len(ticks) < 2:
+            # A narrow bpp range holds fewer than two round ticks, so spread three ticks over it.
+            ticks = sorted({*ticks, *np.geomspace(norm.vmin, norm.vmax, 3)})
+        colourbar.set_ticks(ticks)
+        colourbar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
         colourbar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     figure.suptitle("Group gap against realism (marker: codec, colour: rate)", fontsize=10)
     return _save(figure, path)
@@ -321,9 +347,18 @@ def reconstruction_grid(originals, groups: Sequence[str], columns: Mapping[str, 
     return _save(figure, path)
 
 
+def _jitter_factor(index: int, count: int, spread: float = 0.04) -> float:
+    # Multiplicative x offset (log axis) that spreads ``count`` markers around their point.
+    return 1.0 + spread * (index - (count - 1) / 2) / max(count, 1)
+
+
 def comparison_figure(curves: pd.DataFrame, differences: pd.DataFrame, group_names: Sequence[str], metric: str,
                       path: Path, *, names: tuple[str, str], attribute: str = "") -> Path | None:
     """Two panels: each side's per-group curves, and the per-group difference at matched bpp.
+
+    Groups at the same point are shifted slightly along x and drawn half transparent, so
+    that none hides another; the legend of the left panel names both the groups (colour)
+    and the sides (marker).
 
     Parameters
     ----------
@@ -336,23 +371,46 @@ def comparison_figure(curves: pd.DataFrame, differences: pd.DataFrame, group_nam
     if differences.empty:
         return None
     colours = group_colours(group_names)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.8), layout="constrained")
+    _comparison_curves(left, curves, group_names, colours, metric, names=names, attribute=attribute)
+    _comparison_differences(right, differences, group_names, colours, metric, names=names, attribute=attribute)
+    return _save(figure, path)
+
+
+def _comparison_curves(axis, curves: pd.DataFrame, group_names: Sequence[str], colours: dict, metric: str, *,
+                       names: tuple[str, str], attribute: str) -> None:
     styles = {names[0]: ("-", "o"), names[1]: ("--", "s")}
+    shown = [group for group in group_names if (curves["group"] == group).any()]
+    single_points = True
     for (side, group), rows in curves.groupby(["side", "group"], sort=False):
         if group not in colours:
             continue
         rows = rows.sort_values("bpp")
+        single_points &= len(rows) < 2
         linestyle, marker = styles.get(side, (":", "^"))
-        left.plot(rows["bpp"], rows["value"], linestyle=linestyle, marker=marker, markersize=4,
-                  markerfacecolor="white" if marker == "s" else colours[group], color=colours[group],
-                  label=f"{group} ({side})")
-    _log_axis(left)
-    left.set_xlabel("group mean bpp (log scale)")
-    left.set_ylabel(metric_label(metric, attribute))
-    left.set_title(f"Per-group curves: {names[0]} solid with dots,\n{names[1]} dashed with hollow squares",
-                   fontsize=9)
-    left.grid(True, which="both", alpha=0.3)
+        x = rows["bpp"].to_numpy(dtype=float) * _jitter_factor(shown.index(group), len(shown))
+        axis.plot(x, rows["value"], linestyle=linestyle, marker=marker, markersize=7, alpha=0.75,
+                  markerfacecolor="white" if marker == "s" else colours[group], markeredgewidth=1.5,
+                  color=colours[group])
+    _log_axis(axis)
+    axis.set_xlabel("group mean bpp (log scale; groups shifted slightly apart)")
+    axis.set_ylabel(metric_label(metric, attribute))
+    drawn = "dots and squares" if single_points else "solid and dashed lines"
+    axis.set_title(f"Group means per rate point ({drawn})", fontsize=9)
+    axis.grid(True, which="both", alpha=0.3)
 
+    # One legend entry per group (colour) and per side (marker and line style).
+    handles = [matplotlib.lines.Line2D([], [], color=colours[group], marker="o", linestyle="none", label=group)
+               for group in shown]
+    for side, (linestyle, marker) in styles.items():
+        handles.append(matplotlib.lines.Line2D(
+            [], [], color="0.3", marker=marker, markerfacecolor="white" if marker == "s" else "0.3",
+            linestyle="none" if single_points else linestyle, label=side))
+    axis.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _comparison_differences(axis, differences: pd.DataFrame, group_names: Sequence[str], colours: dict,
+                            metric: str, *, names: tuple[str, str], attribute: str) -> None:
     matched = differences["mode"].iloc[0] == "matched"
     shown = [group for group in [*group_names, "all"] if (differences["group"] == group).any()]
     for index, group in enumerate(shown):
@@ -363,27 +421,31 @@ def comparison_figure(curves: pd.DataFrame, differences: pd.DataFrame, group_nam
         colour = colours.get(group, "black")
         width = 2.5 if group == "all" else 1.3
         if matched and len(rows) > 1:
-            x = rows["bpp"].to_numpy(dtype=float)
-            right.plot(x, difference, marker="o", markersize=3.5, color=colour, linewidth=width, label=group)
-            right.fill_between(x, low, high, color=colour, alpha=0.12, linewidth=0)
+            x = rows["bpp"].to_numpy(dtype=float) * _jitter_factor(index, len(shown), spread=0.02)
+            axis.plot(x, difference, marker="o", markersize=3.5, color=colour, linewidth=width, label=group,
+                      alpha=0.85)
+            axis.fill_between(x, low, high, color=colour, alpha=0.12, linewidth=0)
         else:
             # Single points: side-by-side error bars, spread so that groups do not overlap.
             base = rows["bpp"].to_numpy(dtype=float) if matched else rows["pair"].to_numpy(dtype=float)
             offset = (index - (len(shown) - 1) / 2) * 0.6 / max(len(shown), 1)
             x = base * (1 + 0.2 * offset) if matched else base + offset
-            right.errorbar(x, difference, yerr=[difference - low, high - difference], fmt="o", color=colour,
-                           markersize=4, capsize=3, elinewidth=width, label=group)
-    right.axhline(0.0, color="0.4", linewidth=0.8)
+            axis.errorbar(x, difference, yerr=[difference - low, high - difference], fmt="o", color=colour,
+                          markersize=4, capsize=3, elinewidth=width, label=group)
+    axis.axhline(0.0, color="0.4", linewidth=0.8)
     if matched:
-        _log_axis(right)
-        right.set_xlabel("matched bpp (log scale)")
+        _log_axis(axis)
+        axis.set_xlabel("matched bpp (log scale)")
     else:
         pairs = sorted(differences["pair"].dropna().unique())
-        right.set_xticks(pairs)
-        right.set_xticklabels([f"pair {int(pair)}" for pair in pairs])
-        right.set_xlabel("rate point pair (lowest rate first); the two sides' bpp differ")
-    right.set_ylabel(f"{names[0]} - {names[1]}")
-    right.set_title(f"Difference per group with paired 95% bootstrap CI ({_direction_note(metric)})", fontsize=9)
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=7, loc="best", ncol=2)
-    return _save(figure, path)
+        axis.set_xticks(pairs)
+        axis.set_xticklabels([f"pair {int(pair)}" for pair in pairs])
+        axis.set_xlabel("rate point pair (lowest rate first); the two sides' bpp differ")
+    label = METRIC_LABELS.get(metric, metric).split(" (")[0]
+    prefix = f"{attribute}: " if attribute else ""
+    axis.set_ylabel(f"{prefix}{label} difference ({metric_unit(metric)})\n{names[0]}\n- {names[1]}", fontsize=8)
+    note = difference_note(metric, "A")
+    axis.set_title(f"Difference A - B per group, paired 95% bootstrap CI\n(A = {names[0]}, B = {names[1]}"
+                   f"{'; ' + note if note else ''})", fontsize=9)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7, loc="best", ncol=2)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairness.comparison import ComparisonResult
+from fairness.comparison import QUALITY_COLUMNS, ComparisonResult
 from fairness.ladder import ORIGINAL_CODEC, SEED_MEAN, higher_is_better, representative_rows
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ReportInputs",
     "bias_table",
     "markdown_table",
+    "quality_notes",
     "render_comparison",
     "render_report",
 ]
@@ -127,6 +128,57 @@ class ReportInputs:
     confidence: float = 0.95
     n_resamples: int = 1000
     notes: list[str] = field(default_factory=list)
+    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
+
+
+QUALITY_FLAG = "classifier below majority: results not trustworthy"
+"""Note next to the results of an attribute whose classifier failed the quality gate."""
+
+_MDE_DEFINITION = ("mde: minimum detectable effect, the smallest difference between the two smallest groups that "
+                   "the test detects with 80% power at alpha 0.05 (normal approximation).")
+
+
+def quality_notes(quality: pd.DataFrame) -> dict[str, str]:
+    """Return attribute -> note for every attribute that failed a classifier quality gate.
+
+    The note names each failing check (side, where it ran, accuracy against majority rate).
+    """
+    notes: dict[str, str] = {}
+    if quality is None or quality.empty:
+        return notes
+    failed = quality[~quality["passes"].astype(bool)]
+    for attribute, rows in failed.groupby("attribute", sort=False):
+        checks = []
+        for row in rows.itertuples(index=False):
+            side = f"{row.side}, " if row.side else ""
+            checks.append(f"{side}{row.check}: acc {_number(row.acc_orig)} vs majority {_number(row.majority_rate)}"
+                          f" + {_number(row.required_margin, 2)}")
+        notes[str(attribute)] = f"{QUALITY_FLAG} ({'; '.join(checks)})"
+    return notes
+
+
+def _quality_section(quality: pd.DataFrame, heading: str = "##") -> list[str]:
+    if quality is None or quality.empty:
+        return []
+    table = pd.DataFrame({
+        "side": quality["side"], "check": quality["check"], "attribute": quality["attribute"],
+        "acc on originals": quality["acc_orig"].map(_number),
+        "majority rate": quality["majority_rate"].map(_number),
+        "required margin": quality["required_margin"].map(lambda value: _number(value, 2)),
+        "passes": quality["passes"].map(lambda flag: "yes" if bool(flag) else "**no**"),
+    })
+    if (table["side"].fillna("") == "").all():
+        table = table.drop(columns="side")
+    lines = [f"{heading} Classifier quality gate", "",
+             "An attribute passes when the classifier's pooled accuracy on the original images exceeds the "
+             "majority-class rate (the accuracy of always predicting the most common label) by the required "
+             "margin. Where it does not, the attribute's fidelity results measure a classifier that has not "
+             "learnt the attribute, so they are not trustworthy; they are marked below.", "",
+             markdown_table(table), ""]
+    failed = sorted(set(quality.loc[~quality["passes"].astype(bool), "attribute"]))
+    if failed:
+        lines += [f"**{QUALITY_FLAG}** for {', '.join(failed)}.", ""]
+    return lines
 
 
 def bias_table(gaps: pd.DataFrame, metrics: Sequence[str] = BIAS_TABLE_METRICS) -> pd.DataFrame:
@@ -307,6 +359,7 @@ def _attribute_section(inputs: ReportInputs) -> list[str]:
     if attribute_rows.empty:
         return []
     lines = ["## Attribute fidelity", ""]
+    lines += _quality_section(inputs.quality, heading="###")
     original = attribute_rows[attribute_rows["codec"] == ORIGINAL_CODEC]
     if not original.empty:
         table = original.pivot_table(index=["attribute", "metric"], columns="group", values="value", aggfunc="first",
@@ -346,12 +399,14 @@ def _tests_section(inputs: ReportInputs) -> list[str]:
         "p": tested["p_value"].map(_p), "p (Holm)": tested["p_holm"].map(_p), "mde": tested["mde"].map(_number),
         "underpowered": tested["underpowered"].map(lambda flag: "yes" if bool(flag) else "no"),
     })
+    flags = quality_notes(inputs.quality)
+    if flags:
+        table["note"] = [QUALITY_FLAG if attribute in flags else "" for attribute in table["attribute"]]
     return ["## Tests", "",
             f"Permutation test of no group difference ({inputs.n_resamples} resamples, statistic = gap), Holm "
             f"correction over all {len(tested)} tests. The interval is the simultaneous (max-T bootstrap) "
             f"{inputs.confidence:.0%} interval of the worst minus the best group (higher minus lower mean), which "
-            "can cover 0, unlike a percentile bootstrap interval of max - min. mde: the smallest difference "
-            "between the two smallest groups detectable with 80% power at alpha 0.05 (normal approximation).", "",
+            f"can cover 0, unlike a percentile bootstrap interval of max - min. {_MDE_DEFINITION}", "",
             markdown_table(table), ""]
 
 
@@ -387,6 +442,24 @@ def render_report(inputs: ReportInputs) -> str:
 
 
 # ---------------------------------------------------------------------------- comparison
+
+
+def _did_table(did: pd.DataFrame, name_a: str, name_b: str, flags: Mapping[str, str]) -> str:
+    # With a gap of 0 every group ties, so naming one as furthest behind would mislead.
+    tied = ~(did["difference"].astype(float).abs() > 1e-12)
+    attributes = did["attribute"].fillna("").astype(str)
+    table = pd.DataFrame({
+        "attribute": attributes.replace("", "(image)"), "metric": did["metric"], "mode": did["mode"],
+        "bpp": [_number(b) if mode == "matched" else f"{_number(a)} vs {_number(c)}"
+                for b, a, c, mode in zip(did["bpp"], did["bpp_a"], did["bpp_b"], did["mode"])],
+        "gap of differences": did["difference"].map(_number),
+        f"group where {name_a} is furthest behind {name_b}": did["worst_group"].where(~tied, "none (gap 0)"),
+        f"group where {name_a} is furthest ahead": did["best_group"].where(~tied, "none (gap 0)"),
+        "p": did["p_value"].map(_p), "p (Holm)": did["p_holm"].map(_p), "mde": did["mde"].map(_number),
+    })
+    if flags:
+        table["note"] = [QUALITY_FLAG if attribute in flags else "" for attribute in attributes]
+    return markdown_table(table)
 
 
 def render_comparison(result: ComparisonResult, *, sources: tuple[str, str], figures: Mapping[str, Path],
@@ -426,24 +499,20 @@ def render_comparison(result: ComparisonResult, *, sources: tuple[str, str], fig
     if result.notes:
         lines.append("")
 
+    flags = quality_notes(result.quality)
+    lines += _quality_section(result.quality)
     did = table[table["kind"] == "did"]
     if not did.empty:
-        summary = pd.DataFrame({
-            "attribute": did["attribute"].fillna(""), "metric": did["metric"], "mode": did["mode"],
-            "bpp": [_number(b) if mode == "matched" else f"{_number(a)} vs {_number(c)}"
-                    for b, a, c, mode in zip(did["bpp"], did["bpp_a"], did["bpp_b"], did["mode"])],
-            "gap of differences": did["difference"].map(_number),
-            f"{name_a} worst against {name_b} in": did["worst_group"],
-            f"{name_a} best against {name_b} in": did["best_group"],
-            "p": did["p_value"].map(_p), "p (Holm)": did["p_holm"].map(_p), "mde": did["mde"].map(_number),
-        })
-        lines += ["## Difference-in-differences tests", "", markdown_table(summary), ""]
+        lines += ["## Difference-in-differences tests", "", _did_table(did, name_a, name_b, flags), "",
+                  f"A group is named only where the gap of differences is above 0. {_MDE_DEFINITION}", ""]
 
     groups = table[table["kind"] == "group"]
     for (attribute, metric), rows in groups.groupby([groups["attribute"].fillna(""), "metric"], sort=False):
-        direction = "higher is better" if higher_is_better(metric) else "lower is better"
         title = f"{attribute}: {metric}" if attribute else metric
-        lines += [f"## {title} ({direction})", ""]
+        sign = "positive" if higher_is_better(metric) else "negative"
+        lines += [f"## {title} difference {name_a} - {name_b} per group ({sign} = {name_a} better)", ""]
+        if attribute in flags:
+            lines += [f"**{flags[attribute]}.**", ""]
         if rows["mode"].iloc[0] == "matched":
             column = rows["bpp"].map(lambda value: f"bpp {_number(value)}")
         else:

@@ -600,6 +600,9 @@ def write_evaluation(run_dir: Path, result: EvaluationResult, context: _Evaluati
         skipped=result.skipped, unavailable=context.measurements.unavailable, min_group_size=min_group_size,
         fid_min_per_group=int((cfg.get("realism") or {}).get("fid_min_per_group", 200)),
         confidence=stats["confidence"], n_resamples=stats["n_resamples"],
+        quality=classifier_quality_table(result.per_image, cfg, context.partition,
+                                         [Path(spec.source).parent.parent for spec in result.specs
+                                          if spec.family == "trained"]),
     )
     report_path = run_dir / "report.md"
     report_path.write_text(render_report(inputs))
@@ -705,6 +708,57 @@ def upload_to_wandb(run_dir: Path, cfg: Mapping[str, Any], *, summary: pd.DataFr
     log.info("W&B %s run written under %s", mode, run_dir / "wandb")
 
 
+def training_quality(run_dirs: Sequence[Path], *, side: str = "") -> pd.DataFrame:
+    """Read the classifier quality gate that the training-time fairness callback recorded.
+
+    Each run folder's fairness_summary.json holds ``classifier_quality``: per attribute the
+    pooled accuracy on originals, the majority-class rate, the required margin and whether
+    it passed. Run folders without that file or entry add no rows.
+    """
+    from fairness.comparison import QUALITY_COLUMNS
+
+    rows = []
+    for run in dict.fromkeys(Path(run) for run in run_dirs):
+        summary_path = run / "fairness_summary.json"
+        if not summary_path.is_file():
+            continue
+        summary = json.loads(summary_path.read_text())
+        check = f"training callback ({summary.get('partition', '?')} partition, epoch {summary.get('epoch', '?')})"
+        if len(run_dirs) > 1:
+            check += f", run {run.name}"
+        for attribute, gate in (summary.get("classifier_quality") or {}).items():
+            rows.append({"side": side, "check": check, "attribute": attribute,
+                         "acc_orig": gate.get("acc_orig", math.nan), "majority_rate": gate.get("majority_rate", math.nan),
+                         "required_margin": gate.get("required_margin", math.nan),
+                         "passes": bool(gate.get("passes", True))})
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+
+
+def classifier_quality_table(per_image: pd.DataFrame, cfg: Mapping[str, Any], partition: str,
+                             run_dirs: Sequence[Path], *, side: str = "") -> pd.DataFrame:
+    """Return the classifier quality gate of the training runs and of evaluate.py's own images.
+
+    ``classifier_min_margin`` in ``cfg`` (default 0.05, as the training callback) sets the
+    margin of evaluate.py's check.
+    """
+    from fairness.comparison import classifier_quality
+
+    own = classifier_quality(per_image, min_margin=float(cfg.get("classifier_min_margin", 0.05)), side=side,
+                             check=f"evaluate.py ({partition} partition)")
+    parts = [frame for frame in (training_quality(run_dirs, side=side), own) if not frame.empty]
+    return pd.concat(parts, ignore_index=True) if parts else own
+
+
+def _trained_run_dirs(folder: Path) -> list[Path]:
+    # Training runs behind an evaluate.py output folder, from the sources of its trained instances.
+    provenance = folder / "provenance.json"
+    if not provenance.is_file():
+        return []
+    instances = json.loads(provenance.read_text()).get("evaluation", {}).get("instances", [])
+    return [Path(item["source"]).parent.parent for item in instances
+            if item.get("family") == "trained" and item.get("source")]
+
+
 # ---------------------------------------------------------------------------- comparison mode
 
 
@@ -761,10 +815,13 @@ def run_comparison(cfg: Any, run_dir: str | Path, *, measurements: Measurements 
     sides: list[pd.DataFrame] = []
     group_names: list[str] | None = None
     evaluator = context = None
+    quality: list[pd.DataFrame] = []
+    partition = str(cfg.get("partition", "test"))
     for label, path, name in zip(("A", "B"), paths, names):
         loaded = _side_from_folder(path)
         if loaded is not None:
             per_image, groups = loaded
+            run_dirs = _trained_run_dirs(path)
         else:
             run_dirs = find_run_dirs(path)
             side_dir = run_dir / f"side_{label}"
@@ -779,6 +836,7 @@ def run_comparison(cfg: Any, run_dir: str | Path, *, measurements: Measurements 
             per_image, groups = outputs.per_image, outputs.group_names
         sides.append(per_image)
         group_names = group_names or groups
+        quality.append(classifier_quality_table(per_image, cfg, partition, run_dirs, side=name))
 
     chosen = as_list(cfg.get("compare_codecs")) or [None, None]
     result = compare_runs(
@@ -787,6 +845,7 @@ def run_comparison(cfg: Any, run_dir: str | Path, *, measurements: Measurements 
         n_resamples=int(cfg.get("n_resamples", 1000)), seed=int(cfg.get("seed", 0)),
         min_group_size=int(cfg.get("min_group_size", 100)),
     )
+    result.quality = pd.concat(quality, ignore_index=True)
     result.table.to_csv(run_dir / "comparison.csv", index=False)
 
     figures: dict[str, Path] = {}
