@@ -357,8 +357,8 @@ def comparison_figure(curves: pd.DataFrame, differences: pd.DataFrame, group_nam
     """Two panels: each side's per-group curves, and the per-group difference at matched bpp.
 
     Groups at the same point are shifted slightly along x and drawn half transparent, so
-    that none hides another; the legend of the left panel names both the groups (colour)
-    and the sides (marker).
+    that none hides another. The legend of the left panel names the groups (colour) and
+    the sides (marker).
 
     Parameters
     ----------

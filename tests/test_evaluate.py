@@ -240,3 +240,24 @@ def test_attribute_group_of_one_not_tested():
     tested = gaps[(gaps["metric"] == "retention")].iloc[0]
     # A and B are still compared; C, with one image, is left out of the test only.
     assert 0.0 < tested["p_value"] <= 1.0
+
+
+def test_report_flags_classifier_below_majority(evaluated):
+    outputs, _, _, _ = evaluated
+    images = outputs.per_image.drop_duplicates("sample_id")
+    labels = images["gender_label"].to_numpy(dtype=int)
+    labelled = labels >= 0
+    accuracy = float(np.mean(images["gender_pred_orig"].to_numpy(dtype=int)[labelled] == labels[labelled]))
+    majority = float(np.bincount(labels[labelled]).max() / labelled.sum())
+    # The greenness stand-in does not learn gender, so it must fail the gate.
+    assert accuracy <= majority + 0.05
+
+    report = outputs.report_path.read_text()
+    assert "### Classifier quality gate" in report
+    gate_row = f"| evaluate.py (test partition) | gender | {accuracy:.3f} | {majority:.3f} | 0.05 | **no** |"
+    assert gate_row in report
+    tests_section = report.split("## Tests")[1].split("\n## ")[0]
+    gender_rows = [line for line in tests_section.splitlines() if "| gender |" in line]
+    assert gender_rows
+    assert all(line.rstrip(" |").endswith("classifier below majority: results not trustworthy")
+               for line in gender_rows)

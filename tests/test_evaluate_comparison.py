@@ -169,3 +169,75 @@ def test_direct_report_one_column_per_pair(tmp_path):
     header = next(line for line in section.splitlines() if line.startswith("| group"))
     assert header.count("pair 1:") == 1
     assert "nan" not in section
+
+
+def _with_attributes(frame: pd.DataFrame, *, accurate: bool) -> pd.DataFrame:
+    # "smile": label 1 for two thirds of the images. An accurate classifier copies the
+    # label; the other always predicts the majority label, so it cannot beat the majority rate.
+    frame = frame.copy()
+    index = frame["sample_id"].str[-1].astype(int)
+    frame["smile_label"] = (index % 3 != 0).astype(int)
+    frame["smile_pred_orig"] = frame["smile_label"] if accurate else 1
+    frame["smile_pred_rec"] = frame["smile_pred_orig"]
+    return frame
+
+
+def test_classifier_quality_against_majority():
+    from fairness.comparison import classifier_quality
+
+    side = _table("a", {"lmbda0.01": 0.8, "lmbda0.02": 1.6}, {})
+    good = classifier_quality(_with_attributes(side, accurate=True), min_margin=0.05)
+    bad = classifier_quality(_with_attributes(side, accurate=False), min_margin=0.05)
+
+    labels = _with_attributes(side, accurate=True).drop_duplicates("sample_id")["smile_label"].to_numpy()
+    majority = np.bincount(labels).max() / labels.size
+    assert good["majority_rate"].iloc[0] == pytest.approx(majority)
+    assert good["acc_orig"].iloc[0] == pytest.approx(1.0)
+    assert bool(good["passes"].iloc[0])
+    assert bad["acc_orig"].iloc[0] == pytest.approx(majority)
+    assert not bool(bad["passes"].iloc[0])
+
+
+def test_comparison_report_quality_note():
+    from fairness.comparison import classifier_quality
+    from fairness.report import QUALITY_FLAG, render_comparison
+
+    side_a = _with_attributes(_table("a", {"lmbda0.01": 0.8}, {}), accurate=False)
+    side_b = _with_attributes(_table("b", {"lmbda0.01": 0.6}, {"Red": -2.0}), accurate=False)
+    result = compare_runs(side_a, side_b, GROUPS, names=("A", "B"), n_resamples=99)
+    result.quality = classifier_quality(side_a, side="A")
+    markdown = render_comparison(result, sources=("a", "b"), figures={})
+
+    did_section = markdown.split("## Difference-in-differences tests")[1].split("\n## ")[0]
+    smile_rows = [line for line in did_section.splitlines() if line.startswith("| smile |")]
+    image_rows = [line for line in did_section.splitlines() if line.startswith("| (image) |")]
+    assert len(smile_rows) == 2
+    assert all(QUALITY_FLAG in line for line in smile_rows)
+    assert image_rows
+    assert not any(QUALITY_FLAG in line for line in image_rows)
+    smile_heading = markdown.split("## smile: acc_rec difference A - B per group")[1].split("\n## ")[0]
+    assert QUALITY_FLAG in smile_heading
+
+
+def test_comparison_report_gap_zero_names_no_group():
+    from fairness.report import render_comparison
+
+    # The same predictions on both sides: every group's difference is 0 for the attribute outcomes.
+    side_a = _with_attributes(_table("a", {"lmbda0.01": 0.8}, {}), accurate=True)
+    side_b = _with_attributes(_table("b", {"lmbda0.01": 0.6}, {"Red": -2.0}), accurate=True)
+    result = compare_runs(side_a, side_b, GROUPS, names=("A", "B"), n_resamples=99)
+    did = result.table[result.table["kind"] == "did"]
+    assert (did.loc[did["attribute"] == "smile", "difference"] == 0).all()
+    assert (did.loc[did["metric"] == "psnr", "difference"] > 1.0).all()
+
+    markdown = render_comparison(result, sources=("a", "b"), figures={})
+    header = next(line for line in markdown.splitlines() if line.startswith("| attribute | metric"))
+    assert "group where A is furthest behind B" in header
+    for line in markdown.splitlines():
+        if line.startswith("| smile |"):
+            assert line.count("none (gap 0)") == 2
+        if line.startswith("| (image) | psnr |"):
+            assert "| Red | " in line
+            assert "none (gap 0)" not in line
+    assert "mde: minimum detectable effect" in markdown
+    assert "## psnr difference A - B per group (positive = A better)" in markdown
