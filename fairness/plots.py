@@ -224,15 +224,26 @@ def bias_vs_realism(gaps: pd.DataFrame, set_summary: pd.DataFrame, metrics: Sequ
     if scatter is not None:
         colourbar = figure.colorbar(scatter, ax=list(axes[0]), shrink=0.9)
         colourbar.set_label("bits per pixel (log scale)")
-        ticks = [tick for tick in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if norm.vmin <= tick <= norm.vmax]
-        if len(ticks) < 2:
-            # A narrow bpp range holds fewer than two round ticks, so spread three ticks over it.
-            ticks = sorted({*ticks, *np.geomspace(norm.vmin, norm.vmax, 3)})
+        ticks, digits = _colourbar_ticks(all_bpp.to_numpy(dtype=float), norm)
         colourbar.set_ticks(ticks)
-        colourbar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+        colourbar.ax.yaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.{digits}g}"))
         colourbar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     figure.suptitle("Group gap against realism (marker: codec, colour: rate)", fontsize=10)
     return _save(figure, path)
+
+
+def _colourbar_ticks(values: np.ndarray, norm) -> tuple[list[float], int]:
+    # Round ticks where the range holds two; otherwise the data's own bpp values (at most
+    # three). Digits: the fewest significant digits (3 or 4) that keep the labels distinct.
+    ticks = [tick for tick in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if norm.vmin <= tick <= norm.vmax]
+    if len(ticks) < 2:
+        unique = np.unique(values[np.isfinite(values)])
+        ticks = list(unique if unique.size <= 3 else np.geomspace(unique[0], unique[-1], 3))
+    for digits in (3, 4):
+        if len({f"{tick:.{digits}g}" for tick in ticks}) == len(ticks):
+            return ticks, digits
+    return ticks, 4
 
 
 def group_rd_curves(summary: pd.DataFrame, group_names: Sequence[str], path: Path, *,
