@@ -22,7 +22,9 @@ log = logging.getLogger("fairbits.evaluate")
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from lightning_modules.evaluation import run_comparison, run_evaluation
+    from lightning_modules.loggers import route_lightning_logs_to_root
 
+    route_lightning_logs_to_root()
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     if cfg.get("compare"):
         outputs = run_comparison(cfg, run_dir)

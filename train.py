@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.provenance import write_provenance
 from datamodules.prepare import format_counts, prepare_data, write_manifest
+from lightning_modules.loggers import route_lightning_logs_to_root
 
 log = logging.getLogger("fairbits.train")
 
@@ -47,6 +48,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, rank: int = 0):
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     rank = launch_rank()
+    route_lightning_logs_to_root()
 
     prepared, manifest_sha = prepare_run(cfg, run_dir, rank)
     if rank == 0:

@@ -91,3 +91,24 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def route_lightning_logs_to_root() -> None:
+    """Let Hydra's root handlers (console and the run's .log file) print Lightning's logs.
+
+    Lightning attaches its own console handler when it is imported before logging is
+    configured, so under Hydra every line appeared twice. Its advert for the litlogger
+    package, printed at every fit, is dropped.
+    """
+    import lightning  # noqa: F401  (attaches the handlers this function removes)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLitLoggerTip())
