@@ -74,6 +74,9 @@ def _wandb_logger(wandb_cfg, run_dir: Path, mode: str, run_name: str, config, wa
         config={**wandb_config, "full_config": config},
         settings=wandb.Settings(console="off", silent=True),
     )
+    # Lightning 2.6.6 always passes anonymous=None to wandb.init, and wandb 0.31 warns that
+    # the setting has no effect on every run; the run is the same without it.
+    logger._wandb_init.pop("anonymous", None)
     # Epoch is the x axis of every per-group chart: validation metrics are per epoch.
     experiment = logger.experiment
     if hasattr(experiment, "define_metric"):
