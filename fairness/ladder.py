@@ -29,10 +29,10 @@ import pandas as pd
 
 from fairness.attribute_metrics import HIGHER_IS_BETTER as ATTRIBUTE_HIGHER_IS_BETTER
 from fairness.attribute_metrics import attribute_fidelity, metric_gap, per_image_outcomes
-from fairness.hypothesis import pairwise_max_t, permutation_gap_test
-from fairness.multiple import DEFAULT_MIN_GROUP_SIZE, holm, minimum_detectable_effect
+from fairness.hypothesis import pairwise_max_t
+from fairness.multiple import DEFAULT_MIN_GROUP_SIZE
 from fairness.rate_matching import common_bpp_points, interpolate_at_bpp, per_group_bd_rate
-from fairness.summaries import IMAGE_METRICS, summarize_image_metrics
+from fairness.summaries import IMAGE_METRICS, apply_holm, gap_test, summarize_image_metrics
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +223,7 @@ def summarize_ladder(
     gaps["n_seeds"] = 1
     gaps["underpowered"] = [_underpowered(summary, gap, min_group_size) for _, gap in gaps.iterrows()]
 
-    tested = gaps["p_value"].notna().to_numpy()
-    if tested.any():
-        gaps.loc[tested, "p_holm"] = holm(gaps.loc[tested, "p_value"].to_numpy(dtype=np.float64))
-    return summary, gaps
+    return summary, apply_holm(gaps)
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -335,21 +332,9 @@ def _summarize_attribute(
 
 
 def _permutation_row(values: np.ndarray, groups: np.ndarray, group_names, metric: str, stats: dict) -> dict:
-    # scipy's permutation test needs two values per group. A group with one defined value
-    # (retention where one image was correct on the original, say) is left out of the test.
-    testable = [name for name in group_names if np.sum(groups == name) >= 2]
-    if len(testable) < 2:
-        return {"p_value": np.nan, "mde": np.nan}
-    keep = np.isin(groups, testable)
-    values, groups = values[keep], groups[keep]
-    result = permutation_gap_test(values, groups, group_names=testable,
-                                  n_resamples=stats["n_resamples"], seed=stats["seed"])
-    counts = [int(count) for count in result.n.to_numpy() if count > 0]
-    if metric == "degradation":
-        spread = {"sd": float(np.std(values, ddof=1))}
-    else:
-        spread = {"p": float(np.mean(values))}
-    return {"p_value": float(result.p_value), "mde": minimum_detectable_effect(counts, **spread)}
+    # Degradation is a mean of -1/0/1 changes; the other outcomes are 0/1 proportions.
+    return gap_test(values, groups, group_names, n_resamples=stats["n_resamples"], seed=stats["seed"],
+                    proportion=metric != "degradation")
 
 
 def _summarize_originals(per_image: pd.DataFrame, first: pd.Series, group_names, attributes, partition,

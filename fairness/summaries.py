@@ -96,8 +96,8 @@ def summarize_metric(
         "p_value": np.nan, "p_holm": np.nan, "mde": np.nan,
     }
     if test:
-        gap.update(_test_gap(values if test_values is None else test_values, groups, group_names,
-                             n_resamples=n_resamples, seed=seed))
+        gap.update(gap_test(values if test_values is None else test_values, groups, group_names,
+                            n_resamples=n_resamples, seed=seed))
     return rows, gap
 
 
@@ -114,25 +114,33 @@ def _overall_interval(frame: GroupFrame, spec: MetricSpec, confidence: float, n_
     return float(low), float(high)
 
 
-def _test_gap(values, groups, group_names, *, n_resamples: int, seed: int) -> dict:
+def gap_test(values, groups, group_names, *, n_resamples: int, seed: int, proportion: bool = False) -> dict:
+    """Return the permutation test's p-value of the gap and its minimum detectable effect.
+
+    Only groups with at least two images take part, because scipy's permutation_test needs
+    two observations per sample. The MDE (80% power) uses those groups' sizes and the
+    spread of their values: the standard deviation, or the pooled rate for 0/1 outcomes
+    (``proportion=True``). Both are NaN when fewer than two groups can be tested.
+    """
     from fairness.hypothesis import permutation_gap_test
     from fairness.multiple import minimum_detectable_effect
 
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups)
-    # scipy's permutation_test needs two images per sample, so a group with a single
-    # image is left out of the test (it still has its value and n in group_metrics).
     names, counts = np.unique(groups, return_counts=True)
-    keep = np.isin(groups, names[counts >= 2])
-    tested_names = [g for g in group_names if g in set(names[counts >= 2])]
-    if len(tested_names) < 2:
+    tested = names[counts >= 2]
+    if len(tested) < 2:
         return {"p_value": float("nan"), "mde": float("nan")}
-    values, groups = values[keep], groups[keep]
-    result = permutation_gap_test(values, groups, group_names=tested_names,
+
+    result = permutation_gap_test(values, groups, group_names=list(group_names),
                                   n_resamples=n_resamples, seed=seed)
-    counts = [int(c) for c in result.n.to_numpy() if c > 0]
-    sd = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
-    mde = minimum_detectable_effect(counts, sd=sd) if len(counts) >= 2 and np.isfinite(sd) else float("nan")
+    tested_values = values[np.isin(groups, tested)]
+    tested_counts = [int(c) for c in result.n.to_numpy() if c >= 2]
+    if proportion:
+        mde = minimum_detectable_effect(tested_counts, p=float(np.mean(tested_values)))
+    else:
+        sd = float(np.std(tested_values, ddof=1))
+        mde = minimum_detectable_effect(tested_counts, sd=sd) if np.isfinite(sd) else float("nan")
     return {"p_value": float(result.p_value), "mde": float(mde)}
 
 
@@ -143,7 +151,7 @@ def apply_holm(gaps: pd.DataFrame) -> pd.DataFrame:
     gaps = gaps.copy()
     tested = gaps["p_value"].notna()
     if tested.any():
-        gaps.loc[tested, "p_holm"] = holm(gaps.loc[tested, "p_value"].to_numpy())
+        gaps.loc[tested, "p_holm"] = holm(gaps.loc[tested, "p_value"].to_numpy(dtype=np.float64))
     return gaps
 
 
