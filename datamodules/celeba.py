@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datamodules.csv_labels import check_duplicates, check_not_empty, read_label_csv, resolve_label_file
+from datamodules.csv_labels import check_duplicates, check_not_empty, order_groups, read_label_csv, resolve_label_file
 from datamodules.images import open_image
 from datamodules.paths import check_all_inside
 from datamodules.table import BASE_COLUMNS, FaceTable
@@ -289,7 +289,7 @@ def _join_groups(
             f"list ({int(unknown.sum())} rows affected); use names such as 000001.jpg"
         )
 
-    names = _order_groups(frame, path, group_names)
+    names = order_groups(frame, "group", path, group_names)
     extra_columns = [c for c in frame.columns if c not in ("file", "group", "name", "_line")]
     clashes = [c for c in extra_columns if c in samples.columns or c in BASE_COLUMNS]
     if clashes:
@@ -311,15 +311,3 @@ def _join_groups(
     return joined, names, extra
 
 
-def _order_groups(frame: pd.DataFrame, path: Path, group_names: Sequence[str] | None) -> list[str]:
-    found = sorted(frame["group"].unique())
-    if not group_names:
-        return found
-    names = [str(g) for g in group_names]
-    unknown = ~frame["group"].isin(names)
-    if unknown.any():
-        row = frame.loc[unknown].iloc[0]
-        raise ValueError(
-            f"{path}, line {row['_line']}: group {row['group']!r} is not in data.group_names {names}"
-        )
-    return names

@@ -25,6 +25,7 @@ from datamodules.csv_labels import (
     check_duplicates,
     check_labels,
     check_not_empty,
+    order_groups,
     read_label_csv,
     resolve_label_file,
 )
@@ -89,7 +90,7 @@ def load_csv_dataset(
     if group_column:
         check_not_empty(frame, group_column, path)
         groups = frame[group_column].str.strip()
-        names = _order_groups(frame.assign(_group=groups), path, group_names)
+        names = order_groups(frame.assign(_group=groups), "_group", path, group_names)
     else:
         groups = pd.Series(ALL_GROUP, index=frame.index)
         names = [ALL_GROUP]
@@ -165,13 +166,3 @@ def _check_column_names(
         raise ValueError(f"data.group_column and data.file_column are both {file_column!r}")
 
 
-def _order_groups(frame: pd.DataFrame, path: Path, group_names: Sequence[str] | None) -> list[str]:
-    found = sorted(frame["_group"].unique())
-    if not group_names:
-        return found
-    names = [str(g) for g in group_names]
-    unknown = ~frame["_group"].isin(names)
-    if unknown.any():
-        row = frame.loc[unknown].iloc[0]
-        raise ValueError(f"{path}, line {row['_line']}: group {row['_group']!r} is not in data.group_names {names}")
-    return names

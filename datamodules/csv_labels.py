@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -102,3 +103,20 @@ def resolve_label_file(value: str | Path, root: Path | list[Path], key: str) -> 
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"{key}={value} not found (looked at {tried}); set {key} to the label file")
+
+
+def order_groups(frame: pd.DataFrame, column: str, path: Path, group_names: Sequence[str] | None) -> list[str]:
+    """Return the report order of the groups in ``frame[column]``.
+
+    Without ``group_names`` the order is sorted. With it, a group label outside the list is
+    an error naming the first row that has it.
+    """
+    found = sorted(frame[column].unique())
+    if not group_names:
+        return found
+    names = [str(g) for g in group_names]
+    unknown = ~frame[column].isin(names)
+    if unknown.any():
+        row = frame.loc[unknown].iloc[0]
+        raise ValueError(f"{path}, line {row['_line']}: group {row[column]!r} is not in data.group_names {names}")
+    return names
