@@ -3,7 +3,7 @@ report the largest difference between their group metrics.
 
     python -m bench.ddp_consistency RUN_DIR [--devices 2]
 
-RUN_DIR is a train.py run directory (it holds .hydra/config.yaml and
+RUN_DIR is a train.py run directory (it contains .hydra/config.yaml and
 checkpoints/last.ckpt). Each process count writes its run files under
 RUN_DIR/ddp_consistency/devices<N>/.
 """

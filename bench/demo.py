@@ -22,8 +22,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("synthetic_balanced", "synthetic_imbalanced")
-# The tiny codec trains in seconds per epoch, while each validation epoch runs real
-# entropy coding, the classifier and the statistics; validating every 10th epoch keeps
+# The tiny codec trains in seconds per epoch, but each validation epoch runs real
+# entropy coding, the classifier and the statistics, so validating every 10th epoch keeps
 # the demo short. CompressAI's lowest quality lambda puts it near 0.1 bpp.
 ARM_OVERRIDES = ["trainer.check_val_every_n_epoch=10", "data.batch_size=8", "codec.lr=0.002",
                  "codec.lmbda=0.0018"]

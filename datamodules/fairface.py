@@ -38,7 +38,7 @@ def load_fairface(root: str | Path) -> FaceTable:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(
-            f"FairFace root {root} does not exist; set data.root to the folder that holds "
+            f"FairFace root {root} does not exist; set data.root to the folder that contains "
             "train/, val/ and fairface_label_{train,val}.csv"
         )
 

@@ -14,7 +14,7 @@ SPLIT_KINDS = ("balanced", "imbalanced", "natural")
 
 
 class SplitRequestError(ValueError):
-    """A split asks for more images, or other proportions, than the pool can supply."""
+    """A split requests more images, or other proportions, than the pool can supply."""
 
 
 def largest_remainder_counts(total: int, proportions: list[float]) -> list[int]:

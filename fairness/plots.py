@@ -234,7 +234,7 @@ def bias_vs_realism(gaps: pd.DataFrame, set_summary: pd.DataFrame, metrics: Sequ
 
 
 def _colourbar_ticks(values: np.ndarray, norm) -> tuple[list[float], int]:
-    # Round ticks where the range holds two; otherwise the data's own bpp values (at most
+    # Round ticks where the range contains two; otherwise the data's own bpp values (at most
     # three). Digits: the fewest significant digits (3 or 4) that keep the labels distinct.
     ticks = [tick for tick in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if norm.vmin <= tick <= norm.vmax]
     if len(ticks) < 2:

@@ -28,7 +28,7 @@ GAP_COLUMNS = ["epoch", "partition", "attribute", "metric", "gap", "ratio", "wor
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """How a per-image metric is summarised: its direction and interval kind."""
+    """Summary settings of a per-image metric: its direction and interval kind."""
 
     name: str
     higher_is_better: bool
@@ -170,7 +170,7 @@ def summarize_image_metrics(
     """Summarise per-image metric columns of ``per_image`` (columns ``group`` and metrics).
 
     Metrics whose column is missing or entirely empty are skipped; rows with an empty
-    value for one metric are left out of that metric only, and its ``n`` says so.
+    value for one metric are left out of that metric only, and its ``n`` counts only the rows used.
     """
     group_rows: list[dict] = []
     gap_rows: list[dict] = []

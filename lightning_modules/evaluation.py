@@ -711,7 +711,7 @@ def upload_to_wandb(run_dir: Path, cfg: Mapping[str, Any], *, summary: pd.DataFr
 def training_quality(run_dirs: Sequence[Path], *, side: str = "") -> pd.DataFrame:
     """Read the classifier quality gate that the training-time fairness callback recorded.
 
-    Each run folder's fairness_summary.json holds ``classifier_quality``: per attribute the
+    Each run folder's fairness_summary.json contains ``classifier_quality``: per attribute the
     pooled accuracy on originals, the majority-class rate, the required margin and whether
     it passed. Run folders without that file or entry add no rows.
     """

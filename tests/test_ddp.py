@@ -89,7 +89,8 @@ def trained(tmp_path_factory):
 def test_quantiles_identical_across_ranks(trained):
     rank0 = torch.load(trained / "quantiles_rank0.pt")
     rank1 = torch.load(trained / "quantiles_rank1.pt")
-    assert rank0.keys() == rank1.keys() and rank0
+    assert rank0
+    assert rank0.keys() == rank1.keys()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
 

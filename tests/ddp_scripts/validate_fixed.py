@@ -21,7 +21,7 @@ from datamodules.dataset import FaceDataset  # noqa: E402
 from datamodules.synthetic import load_synthetic  # noqa: E402
 from lightning_modules.codec_module import CodecModule  # noqa: E402
 
-# Uneven groups: with 2 or 3 ranks some rank holds no image of the last group.
+# Uneven groups: with 2 or 3 ranks some rank has no image of the last group.
 GROUP_COUNTS = (5, 4, 3, 1)
 
 
