@@ -30,6 +30,11 @@ def resolve_wandb_mode(mode: str) -> str:
     if mode not in ("auto", "online", "offline", "disabled"):
         raise ValueError(f"logger.wandb.mode must be auto, online, offline or disabled, got {mode!r}")
     env_mode = os.environ.get("WANDB_MODE")
+    if env_mode == "":
+        # An exported but empty WANDB_MODE makes wandb 0.31 fail with a settings
+        # validation error; empty means "not set" here.
+        del os.environ["WANDB_MODE"]
+        env_mode = None
     if mode == "auto" and env_mode in ("offline", "online", "disabled", "dryrun"):
         return "offline" if env_mode == "dryrun" else env_mode
     if mode == "auto":

@@ -116,3 +116,4 @@ def test_duplicate_sample_ids_counted_once(tmp_path):
     metrics = pd.read_csv(tmp_path / "group_metrics.csv")
     assert int(metrics.loc[(metrics.group == "A") & (metrics.metric == "psnr"), "n"].iloc[0]) == 2
     assert np.isnan(metrics.loc[(metrics.group == "B") & (metrics.metric == "psnr"), "ci_low"].iloc[0])
+
